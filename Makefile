@@ -1,0 +1,28 @@
+# Both targets bootstrap .venv themselves on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export TORCH_NUM_THREADS ?= 2
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel -c constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,metrics,hf,serve]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m llmgan.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -x -q --durations=15
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo_runs .pytest_cache
