@@ -1,0 +1,324 @@
+"""The ``llmgan`` command line. Each subcommand is a thin layer over the Python API.
+
+User errors (bad files, configs, checkpoints) print one line ``llmgan: error: ...`` and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from llmgan.errors import LLMGanError
+
+
+def _threads(args) -> None:
+    n = getattr(args, "threads", None)
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _device(name: str):
+    from llmgan.training.distributed import resolve_device
+
+    return resolve_device(name)
+
+
+# ---------------------------------------------------------------------------------------- oracle
+def cmd_oracle(args) -> int:
+    import torch
+
+    from llmgan.models.generators.oracle import load_seqgan_oracle, random_oracle, save_oracle_file
+    from llmgan.training.data_setup import write_ids
+
+    if args.random:
+        oracle = random_oracle(
+            vocab_size=args.vocab, embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, seed=args.seed
+        )
+    else:
+        oracle = load_seqgan_oracle()
+    os.makedirs(args.out, exist_ok=True)
+    g = torch.Generator().manual_seed(args.seed)
+    train = oracle.sample(args.n, args.seq_len, generator=g).tokens
+    test = oracle.sample(args.n_test or args.n, args.seq_len, generator=g).tokens
+    write_ids(os.path.join(args.out, "train.txt"), train)
+    write_ids(os.path.join(args.out, "test.txt"), test)
+    written = ["train.txt", "test.txt"]
+    if args.random:
+        save_oracle_file(oracle, os.path.join(args.out, "oracle.safetensors"))
+        written.append("oracle.safetensors")
+    print(f"wrote {', '.join(written)} to {args.out} ({len(train)} + {len(test)} sequences of {args.seq_len} tokens)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    from llmgan.config import load_config
+    from llmgan.training.engine import Trainer
+
+    overrides = list(args.set or [])
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.threads:
+        overrides.append(f"threads={args.threads}")
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    cfg = load_config(args.config, overrides)
+    run_dir = args.out or os.path.join("runs", cfg.name)
+    if not args.resume and os.path.isfile(os.path.join(run_dir, "checkpoints", "latest")):
+        raise LLMGanError(f"{run_dir}: already holds a run; pass --resume to continue it or --out for a new one")
+    final = Trainer(cfg, run_dir, resume=args.resume).run()
+    print(json.dumps({"run_dir": run_dir, **{k: v for k, v in final.items() if isinstance(v, (int, float))}}))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- generate
+def _parse_prompts(run, args):
+    import torch
+
+    from llmgan.data import read_jsonl
+
+    texts: list[str] = []
+    if args.prompt is not None:
+        texts.append(args.prompt)
+    if args.prompts:
+        texts.extend(r["prompt"] for r in read_jsonl(args.prompts, fields=("prompt",)))
+    if not texts:
+        return None, None
+    tok = run.tokenizer
+    ids = [tok.encode(t) for t in texts]
+    P = max(len(x) for x in ids)
+    pad = tok.pad_id if tok.pad_id is not None else 0
+    prompt = torch.full((len(ids), P), pad, dtype=torch.long)
+    for i, x in enumerate(ids):  # left-padded
+        if x:
+            prompt[i, P - len(x) :] = torch.tensor(x)
+    return texts, prompt
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from llmgan.run import load_run
+    from llmgan.training.data_setup import write_ids
+
+    _threads(args)
+    run = load_run(args.run_dir, device=_device(args.device))
+    g = run.generator
+    rng = torch.Generator().manual_seed(args.seed)
+    max_len = args.max_len or run.max_len
+    texts, prompt = _parse_prompts(run, args)
+    z = None
+    if args.interpolate:
+        latent = getattr(getattr(g, "cfg", None), "latent_dim", 0)
+        if not latent:
+            raise LLMGanError(f"{args.run_dir}: --interpolate needs a generator with a latent code (latent_dim > 0)")
+        zg = torch.Generator().manual_seed(args.seed)
+        z0, z1 = torch.randn(latent, generator=zg), torch.randn(latent, generator=zg)
+        alphas = torch.linspace(0, 1, args.n)
+        z = ((1 - alphas)[:, None] * z0 + alphas[:, None] * z1).to(g.device)
+    rows, lines = [], []
+    n = args.n
+    with torch.no_grad():
+        if prompt is not None:
+            prompt = prompt.to(g.device).repeat_interleave(n, dim=0)
+            s = g.sample(
+                prompt.size(0),
+                max_len,
+                temperature=args.temperature,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                prompt=prompt,
+                generator=rng,
+            )
+            rows = s.tokens.cpu()
+        else:
+            for start in range(0, n, 1000):
+                b = min(1000, n - start)
+                zb = z[start : start + b] if z is not None else None
+                if zb is not None:
+                    # a fixed z plus the seed reproduces a sample: same RNG stream per row
+                    s = g.sample(
+                        b,
+                        max_len,
+                        temperature=args.temperature,
+                        top_k=args.top_k,
+                        top_p=args.top_p,
+                        z=zb,
+                        generator=torch.Generator().manual_seed(args.seed),
+                    )
+                else:
+                    s = g.sample(
+                        b, max_len, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=rng
+                    )
+                rows.append(s.tokens.cpu())
+            rows = torch.cat(rows)
+    if run.tokenizer.kind == "ids":
+        if args.out:
+            write_ids(args.out, rows)
+        else:
+            lines = [" ".join(map(str, r)) for r in rows.tolist()]
+    else:
+        lines = [run.tokenizer.decode(r) for r in rows.tolist()]
+        if texts is not None and args.json:
+            lines = [
+                json.dumps({"prompt": texts[i // n], "response": line}, ensure_ascii=False)
+                for i, line in enumerate(lines)
+            ]
+        if args.out:
+            from llmgan.training.checkpoint import atomic_write_text
+
+            atomic_write_text(args.out, "\n".join(lines) + "\n")
+    if args.out:
+        print(f"wrote {len(rows)} samples to {args.out}", file=sys.stderr)
+    else:
+        for line in lines:
+            print(line)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args) -> int:
+    import torch
+
+    from llmgan.run import load_run
+    from llmgan.training.evaluation import evaluate_run
+
+    _threads(args)
+    run = load_run(args.run_dir, device=_device(args.device))
+    metrics_list = [m for m in (args.metrics or "").split(",") if m]
+    result = evaluate_run(
+        run,
+        data=args.data,
+        metrics=metrics_list or None,
+        n_samples=args.n_samples,
+        rng=torch.Generator().manual_seed(args.seed),
+        temperature=args.temperature,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(len(k) for k in result) if result else 0
+        print(f"{'metric':<{width}}  value")
+        for k, v in result.items():
+            print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- data
+def cmd_data_stats(args) -> int:
+    from llmgan.data import corpus_stats, format_stats
+
+    stats = corpus_stats(args.file, tokenizer_kind=args.tokenizer, test_path=args.test, max_len=args.max_len)
+    print(json.dumps(stats, ensure_ascii=False) if args.json else format_stats(stats))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmgan", description="Adversarial training of language models.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    o = sub.add_parser("oracle", help="write SeqGAN oracle train/test samples (or a fresh random oracle)")
+    o.add_argument("--out", required=True, help="output directory")
+    o.add_argument("--n", type=int, default=10000, help="training samples (default 10000)")
+    o.add_argument("--n-test", type=int, default=None, help="test samples (default: --n)")
+    o.add_argument("--seq-len", type=int, default=20, help="tokens per sample (default 20)")
+    o.add_argument("--random", action="store_true", help="a fresh N(0,1) oracle instead of SeqGAN's")
+    o.add_argument("--vocab", type=int, default=5000, help="random oracle vocabulary (default 5000)")
+    o.add_argument("--embed-dim", type=int, default=32)
+    o.add_argument("--hidden-dim", type=int, default=32)
+    o.add_argument("--seed", type=int, default=0)
+    o.set_defaults(func=cmd_oracle)
+
+    t = sub.add_parser("train", help="train from a YAML config (MLE, then the adversarial algorithm if set)")
+    t.add_argument("config", help="YAML config file (see configs/ and docs/configuration.md)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    t.add_argument("--out", help="run directory (default runs/<name>)")
+    t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    t.add_argument("--device", help="auto | cpu | cuda[:N]")
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("generate", help="sample texts from a run's generator")
+    g.add_argument("run_dir")
+    g.add_argument("-n", type=int, default=10, help="samples (per prompt)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--max-len", type=int, default=None)
+    g.add_argument("--prompt", default=None, help="condition on this prompt")
+    g.add_argument("--prompts", default=None, help='JSONL file of {"prompt": ...}')
+    g.add_argument("--interpolate", action="store_true", help="walk between two latent codes over the n samples")
+    g.add_argument("--json", action="store_true", help="with prompts: JSONL of prompt/response")
+    g.add_argument("--out", default=None, help="write to this file instead of stdout")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto")
+    g.add_argument("--threads", type=int, default=None)
+    g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("evaluate", help="score a run: oracle NLL, held-out NLL, and text metrics")
+    e.add_argument("run_dir")
+    e.add_argument("--data", default=None, help="held-out file (default: the run's test data)")
+    e.add_argument("--metrics", default=None, help="comma list (default: the run's standard set)")
+    e.add_argument("--n-samples", type=int, default=None, help="samples to draw (default: config eval.n_samples)")
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--json", action="store_true", help="one JSON object")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--threads", type=int, default=None)
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("data", help="data tools")
+    dsub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    ds = dsub.add_parser("stats", help="lines, tokens, vocabulary, lengths, duplicates, train/test overlap")
+    ds.add_argument("file")
+    ds.add_argument("--test", default=None)
+    ds.add_argument("--tokenizer", default="word", choices=["word", "char", "bpe", "ids"])
+    ds.add_argument("--max-len", type=int, default=None)
+    ds.add_argument("--json", action="store_true")
+    ds.set_defaults(func=cmd_data_stats)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+# Later modules (metrics, sweep, report, detect, serve) add their subcommands here.
+_EXTRA_COMMANDS: list = []
+
+
+def _load_extras() -> None:
+    import importlib
+
+    for mod in ("llmgan.cli_extra",):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_extras()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except LLMGanError as e:
+        print(f"llmgan: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("llmgan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

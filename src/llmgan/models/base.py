@@ -1,0 +1,272 @@
+"""The generator interface every algorithm relies on.
+
+A generator is an autoregressive LM over token ids. Subclasses implement three things:
+
+* ``embed(x)``: token ids (B, T) or soft one-hots (B, T, V) -> embeddings (B, T, E)
+* ``init_state(batch, prompt, z)``: the recurrent state / KV cache before the first response token
+* ``forward_hidden(inputs, state)``: hidden states (B, T, H) for ``inputs`` continuing ``state``
+
+and own an ``lm_head`` (nn.Linear H -> V). Everything else (teacher-forced log-probs, the fused
+MLE/REINFORCE loss, sampling with temperature/top-k/top-p and EOS, Gumbel-softmax sampling,
+Monte-Carlo rollouts) is written once here, on top of those.
+
+Sequence convention: the response is always read after a BOS token, which follows the prompt (if
+any): inputs ``[prompt..., BOS, y1, ..., y_{T-1}]`` predict ``[y1, ..., yT]``. For the SeqGAN
+oracle BOS is token 0, an ordinary vocabulary entry, and there is no EOS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from llmgan.models.output import token_log_probs, weighted_token_nll
+from llmgan.models.sampling import gumbel_softmax, sample_from_hidden
+
+
+@dataclass
+class State:
+    """Recurrent state or KV cache, every tensor batch-first, so it can be repeated and selected.
+
+    ``tensors`` may hold tensors or (nested) lists/tuples of them; ``pos`` counts the positions
+    already consumed (for position embeddings); ``extra`` carries per-row tensors such as a key
+    padding mask (batch-first too).
+    """
+
+    tensors: tuple = ()
+    pos: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> State:
+        def rec(x):
+            if isinstance(x, Tensor):
+                return fn(x)
+            if isinstance(x, (list, tuple)):
+                return type(x)(rec(v) for v in x)
+            return x
+
+        return State(rec(self.tensors), self.pos, {k: rec(v) for k, v in self.extra.items()})
+
+    def repeat(self, k: int) -> State:
+        """Each row repeated k times consecutively: row b becomes rows b*k .. b*k+k-1."""
+        return self.map(lambda t: t.repeat_interleave(k, dim=0))
+
+    def select(self, index: Tensor) -> State:
+        return self.map(lambda t: t.index_select(0, index))
+
+    def detach(self) -> State:
+        return self.map(lambda t: t.detach())
+
+
+@dataclass
+class Samples:
+    """Sampled sequences. tokens (B, T) long, padded with ``pad_id`` after EOS; log_probs (B, T)
+    log-probability of each sampled token under the sampling distribution (0 after the end);
+    lengths (B,) number of tokens including the EOS."""
+
+    tokens: Tensor
+    log_probs: Tensor
+    lengths: Tensor
+
+    def mask(self) -> Tensor:
+        """(B, T) bool, True on real tokens (EOS included)."""
+        T = self.tokens.size(1)
+        return torch.arange(T, device=self.tokens.device)[None, :] < self.lengths[:, None]
+
+
+@dataclass
+class Relaxed:
+    """Gumbel-softmax samples: soft (B, T, V) differentiable one-hots, tokens (B, T) hard ids."""
+
+    soft: Tensor
+    tokens: Tensor
+
+
+def lengths_from_eos(tokens: Tensor, eos_id: int | None) -> Tensor:
+    """Length (B,) of each row up to and including its first EOS (T when there is none)."""
+    B, T = tokens.shape
+    if eos_id is None:
+        return torch.full((B,), T, dtype=torch.long, device=tokens.device)
+    is_eos = tokens == eos_id
+    first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full((B,), T - 1, device=tokens.device))
+    return torch.where(is_eos.any(1), first + 1, torch.full_like(first, T)).long()
+
+
+class Generator(nn.Module):
+    """Base class: see the module docstring for what a subclass provides."""
+
+    vocab_size: int
+    bos_id: int
+    eos_id: int | None
+    pad_id: int | None
+    lm_head: nn.Linear
+
+    # --- to implement -------------------------------------------------------------------------
+    def embed(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def init_state(self, batch: int, prompt: Tensor | None = None, z: Tensor | None = None) -> State:
+        raise NotImplementedError
+
+    def forward_hidden(self, inputs: Tensor, state: State) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    # --- shared machinery ---------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    def _bos(self, batch: int) -> Tensor:
+        return torch.full((batch, 1), self.bos_id, dtype=torch.long, device=self.device)
+
+    def _teacher_inputs(self, tokens: Tensor) -> Tensor:
+        """[BOS, y1..y_{T-1}] for targets tokens (B, T)."""
+        return torch.cat([self._bos(tokens.size(0)), tokens[:, :-1]], dim=1)
+
+    def _safe_targets(self, tokens: Tensor) -> Tensor:
+        # Padding may use an id outside the vocabulary (-1, say); gather needs a valid index.
+        return tokens.clamp(0, self.vocab_size - 1)
+
+    def hidden(self, tokens: Tensor, prompt: Tensor | None = None, z: Tensor | None = None) -> Tensor:
+        """Teacher-forced hidden states (B, T, H) predicting tokens (B, T)."""
+        state = self.init_state(tokens.size(0), prompt=prompt, z=z)
+        h, _ = self.forward_hidden(self._teacher_inputs(tokens), state)
+        return h
+
+    def log_probs(self, tokens: Tensor, prompt: Tensor | None = None, z: Tensor | None = None) -> Tensor:
+        """Per-token log p(y_t | prompt, y_<t): tokens (B, T) -> (B, T). Differentiable."""
+        h = self.hidden(tokens, prompt, z)
+        B, T, H = h.shape
+        lp = token_log_probs(
+            h.reshape(B * T, H), self.lm_head.weight, self.lm_head.bias, self._safe_targets(tokens).reshape(-1)
+        )
+        return lp.view(B, T)
+
+    def weighted_nll(
+        self, tokens: Tensor, weights: Tensor, prompt: Tensor | None = None, z: Tensor | None = None
+    ) -> Tensor:
+        """Scalar ``-sum(weights * log p(tokens))`` through the fused chunked output layer.
+
+        tokens (B, T), weights (B, T) (zero on padding). MLE: weights = mask / mask.sum();
+        REINFORCE: weights = advantage * mask / B.
+        """
+        h = self.hidden(tokens, prompt, z)
+        B, T, H = h.shape
+        flat_w = weights.reshape(-1)
+        keep = flat_w != 0
+        if not bool(keep.all()):  # skip padding rows: they cost a full vocabulary row each
+            idx = keep.nonzero().squeeze(1)
+            return weighted_token_nll(
+                h.reshape(B * T, H).index_select(0, idx),
+                self.lm_head.weight,
+                self.lm_head.bias,
+                self._safe_targets(tokens).reshape(-1).index_select(0, idx),
+                flat_w.index_select(0, idx),
+            )
+        return weighted_token_nll(
+            h.reshape(B * T, H), self.lm_head.weight, self.lm_head.bias, self._safe_targets(tokens).reshape(-1), flat_w
+        )
+
+    def nll(self, tokens: Tensor, mask: Tensor | None = None, prompt: Tensor | None = None) -> Tensor:
+        """Mean per-token negative log-likelihood over the masked tokens (scalar)."""
+        if mask is None:
+            mask = torch.ones_like(tokens, dtype=torch.bool)
+        w = mask.float()
+        return self.weighted_nll(tokens, w / w.sum().clamp(min=1), prompt=prompt)
+
+    def step(self, token: Tensor, state: State) -> tuple[Tensor, State]:
+        """One incremental step: token (B,) ids or (B, V) soft -> next-token logits (B, V)."""
+        h, state = self.forward_hidden(token.unsqueeze(1), state)
+        return self.lm_head(h[:, -1]), state
+
+    def _sample_next(
+        self,
+        token: Tensor,
+        state: State,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor, State]:
+        """Feed token (B,), draw the next one: (next (B,), its log-prob (B,), new state)."""
+        h, state = self.forward_hidden(token.unsqueeze(1), state)
+        nxt, lp = sample_from_hidden(
+            h[:, -1], self.lm_head.weight, self.lm_head.bias, temperature, top_k, top_p, generator
+        )
+        return nxt, lp, state
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        max_len: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        prompt: Tensor | None = None,
+        z: Tensor | None = None,
+        state: State | None = None,
+        first_token: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Samples:
+        """Sample n sequences of at most ``max_len`` tokens, stopping each row at EOS.
+
+        ``state`` + ``first_token`` (B,) continue from a cached prefix instead of starting at BOS
+        (used by Monte-Carlo rollouts). The loop stops early once every row has ended.
+        """
+        if state is None:
+            state = self.init_state(n, prompt=prompt, z=z)
+        token = first_token if first_token is not None else self._bos(n).squeeze(1)
+        B = token.size(0)
+        pad = self.pad_id if self.pad_id is not None else 0
+        tokens = torch.full((B, max_len), pad, dtype=torch.long, device=self.device)
+        logps = torch.zeros(B, max_len, device=self.device)
+        alive = torch.ones(B, dtype=torch.bool, device=self.device)
+        for t in range(max_len):
+            token, lp, state = self._sample_next(token, state, temperature, top_k, top_p, generator)
+            if self.eos_id is not None:
+                token = torch.where(alive, token, torch.full_like(token, pad))
+                lp = lp * alive
+            tokens[:, t] = token
+            logps[:, t] = lp
+            if self.eos_id is not None:
+                alive &= token != self.eos_id
+                if not bool(alive.any()):
+                    break
+        return Samples(tokens, logps, lengths_from_eos(tokens, self.eos_id))
+
+    def sample_relaxed(
+        self,
+        n: int,
+        max_len: int,
+        tau: float,
+        *,
+        prompt: Tensor | None = None,
+        z: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        feed: str = "hard",
+    ) -> Relaxed:
+        """Gumbel-softmax samples with gradient to the generator's parameters.
+
+        At each step the soft one-hot ``softmax((logits + g) / tau)`` is kept for the discriminator;
+        the next input is the hard sample (RelGAN; ``feed="hard"``) or the soft vector itself
+        (``feed="soft"``, fully differentiable through time).
+        """
+        state = self.init_state(n, prompt=prompt, z=z)
+        token: Tensor = self._bos(n).squeeze(1)
+        softs, hards = [], []
+        for _ in range(max_len):
+            logits, state = self.step(token, state)
+            soft, hard = gumbel_softmax(logits.float(), tau, generator)
+            softs.append(soft)
+            hards.append(hard)
+            token = hard if feed == "hard" else soft
+        return Relaxed(torch.stack(softs, 1), torch.stack(hards, 1))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

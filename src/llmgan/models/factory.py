@@ -1,0 +1,39 @@
+"""Build generators and discriminators from a run's config and tokenizer.
+
+The token ids a generator needs (vocabulary size, BOS/EOS/PAD) always come from the run's
+tokenizer, so a model and its data can never disagree about the vocabulary.
+"""
+
+from __future__ import annotations
+
+from llmgan.config import ModelConfig
+from llmgan.errors import ConfigError
+from llmgan.models.base import Generator
+
+
+def token_ids(tokenizer) -> dict:
+    """vocab_size/bos/eos/pad for a generator from a tokenizer (the oracle's 'ids' has BOS=0 only)."""
+    bos = tokenizer.bos_id if tokenizer.bos_id is not None else 0
+    return {"vocab_size": tokenizer.vocab_size, "bos_id": bos, "eos_id": tokenizer.eos_id, "pad_id": tokenizer.pad_id}
+
+
+def make_generator(cfg: ModelConfig, tokenizer) -> Generator:
+    from llmgan.models.generators import build_generator
+
+    kwargs = dict(cfg.kwargs)
+    for k in ("vocab_size", "bos_id", "eos_id", "pad_id"):
+        if k in kwargs:
+            raise ConfigError(f"generator.kwargs.{k}: set by the tokenizer, remove it from the config")
+    kwargs.update(token_ids(tokenizer))
+    return build_generator(cfg.name, **kwargs)
+
+
+def make_discriminator(cfg: ModelConfig, tokenizer):
+    from llmgan.models.discriminators import build_discriminator
+
+    kwargs = dict(cfg.kwargs)
+    if "vocab_size" in kwargs:
+        raise ConfigError("discriminator.kwargs.vocab_size: set by the tokenizer, remove it from the config")
+    if tokenizer.pad_id is not None:
+        kwargs.setdefault("pad_id", tokenizer.pad_id)
+    return build_discriminator(cfg.name, vocab_size=tokenizer.vocab_size, **kwargs)

@@ -1,0 +1,122 @@
+"""Turn a run's data config into tokenizer + encoded train/valid/test corpora (and the oracle).
+
+Used by the engine at the start of a run; ``RunData`` is what every phase reads. Text is read,
+optionally cleaned, split (seeded) when valid/test files are not given, tokenized with a tokenizer
+trained on the training split only (saved as ``tokenizer.json`` in the run), and encoded.
+For oracle runs without a training file, samples are drawn from the oracle with the run's seed and
+written to ``<run>/data/{train,test}.txt`` in SeqGAN's format.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from llmgan.config import RunConfig
+from llmgan.data import (
+    EncodedCorpus,
+    Tokenizer,
+    build_tokenizer,
+    clean_texts,
+    encode_corpus,
+    load_texts,
+    load_tokenizer,
+    split_texts,
+)
+from llmgan.errors import ConfigError
+from llmgan.models.base import Generator
+from llmgan.training.checkpoint import atomic_write_text
+from llmgan.training.logging import info
+
+
+@dataclass
+class RunData:
+    tokenizer: Tokenizer
+    train: EncodedCorpus
+    valid: EncodedCorpus | None
+    test: EncodedCorpus | None
+    oracle: Generator | None
+    max_len: int  # sample length used for generation and evaluation
+
+
+def load_oracle(spec: str) -> Generator:
+    """``seqgan`` -> the exact SeqGAN oracle; otherwise a path to a random oracle's safetensors."""
+    from llmgan.models.generators.oracle import load_oracle_file, load_seqgan_oracle
+
+    if spec == "seqgan":
+        return load_seqgan_oracle()
+    return load_oracle_file(spec)
+
+
+def write_ids(path: str, tokens: torch.Tensor) -> None:
+    """SeqGAN's sample file format: one sequence per line, space-separated integer ids."""
+    atomic_write_text(path, "\n".join(" ".join(map(str, row)) for row in tokens.tolist()) + "\n")
+
+
+def _oracle_corpora(cfg: RunConfig, run_dir: str, oracle: Generator, tokenizer: Tokenizer):
+    d = cfg.data
+    data_dir = os.path.join(run_dir, "data")
+    train_path, test_path = os.path.join(data_dir, "train.txt"), os.path.join(data_dir, "test.txt")
+    if not (os.path.isfile(train_path) and os.path.isfile(test_path)):
+        g = torch.Generator().manual_seed(cfg.seed)
+        train = oracle.sample(d.oracle_samples, d.seq_len, generator=g).tokens
+        test = oracle.sample(d.oracle_test_samples, d.seq_len, generator=g).tokens
+        write_ids(train_path, train)
+        write_ids(test_path, test)
+        info(f"sampled {len(train)} training and {len(test)} held-out sequences from the oracle into {data_dir}")
+    return train_path, test_path
+
+
+def prepare_data(cfg: RunConfig, run_dir: str, resume: bool = False) -> RunData:
+    d = cfg.data
+    oracle = load_oracle(d.oracle) if d.oracle else None
+    tok_path = os.path.join(run_dir, "tokenizer.json")
+    train_path, valid_path, test_path = d.train, d.valid, d.test
+    if oracle is not None:
+        if d.tokenizer != "ids":
+            raise ConfigError(f"data.tokenizer: oracle runs use 'ids', got {d.tokenizer!r}")
+        tokenizer: Tokenizer = build_tokenizer("ids", [], vocab_size=oracle.vocab_size)
+        if train_path is None:
+            train_path, held_out = _oracle_corpora(cfg, run_dir, oracle, tokenizer)
+            valid_path = valid_path or held_out
+            test_path = test_path or held_out
+    train_texts = load_texts(train_path, field=d.field)
+    valid_texts = load_texts(valid_path, field=d.field) if valid_path else None
+    test_texts = load_texts(test_path, field=d.field) if test_path else None
+    if valid_texts is None or test_texts is None:
+        total = sum(d.split)
+        train_texts, v_split, t_split = split_texts(list(train_texts), [x / total for x in d.split], seed=cfg.seed)
+        valid_texts = valid_texts if valid_texts is not None else v_split
+        test_texts = test_texts if test_texts is not None else t_split
+    if d.normalize or d.dedup:
+        train_texts, report = clean_texts(list(train_texts), normalize=d.normalize, dedup=d.dedup)
+        info(f"cleaning: {report}")
+    if oracle is None:
+        if resume and os.path.isfile(tok_path):
+            tokenizer = load_tokenizer(tok_path)
+        else:
+            tokenizer = build_tokenizer(d.tokenizer, train_texts, vocab_size=d.vocab_size, min_freq=d.min_freq)
+    tokenizer.save(tok_path)
+    max_len = d.seq_len if oracle is not None else d.max_len
+
+    def enc(texts, name):
+        if not texts:
+            return None
+        corpus = encode_corpus(list(texts), tokenizer, max_len, overflow=d.overflow, source=name)
+        if corpus.n_truncated or corpus.n_dropped:
+            info(f"{name}: {corpus.n_truncated} sequences truncated, {corpus.n_dropped} dropped (max_len {max_len})")
+        return corpus
+
+    train = enc(train_texts, train_path)
+    if train is None or len(train) == 0:
+        raise ConfigError(f"data.train: {train_path} has no usable training samples")
+    return RunData(
+        tokenizer,
+        train,
+        enc(valid_texts, valid_path or "valid split"),
+        enc(test_texts, test_path or "test split"),
+        oracle,
+        max_len,
+    )
