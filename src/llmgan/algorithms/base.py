@@ -1,0 +1,194 @@
+"""What an adversarial algorithm is: its generator update and its discriminator update, nothing else.
+
+The engine (``llmgan.training.adversarial``) hands each algorithm a ``GANContext`` with the shared
+parts: models, optimizers, sampling, real data, the update helpers, the frozen MLE reference and
+logging. An algorithm file holds a params dataclass (every field documented, with the paper's
+default) and a subclass of ``Algorithm`` registered with ``@register("name")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from llmgan.errors import ConfigError
+from llmgan.losses import d_loss
+from llmgan.models.base import Samples
+
+ALGORITHMS: dict[str, type[Algorithm]] = {}
+
+
+def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
+    def deco(cls: type[Algorithm]) -> type[Algorithm]:
+        cls.name = name
+        ALGORITHMS[name] = cls
+        return cls
+
+    return deco
+
+
+@dataclass
+class NoParams:
+    pass
+
+
+class GANContext:
+    """The shared machinery an algorithm may use. Built by the engine; see the attributes below.
+
+    generator, discriminator: the models being trained (discriminator may be None)
+    g_opt, d_opt: their optimizers (adversarial learning rates)
+    cfg: the run's AdversarialConfig; device; max_len: sample length; rng: sampling torch.Generator
+    round: the current adversarial round (0-based)
+    """
+
+    def __init__(self, trainer: Any):
+        self._t = trainer
+        self.generator = trainer.generator
+        self.discriminator = trainer.discriminator
+        self.g_opt = trainer.adv_g_opt
+        self.d_opt = trainer.d_opt
+        self.cfg = trainer.cfg.adversarial
+        self.device = trainer.device
+        self.max_len = trainer.max_len
+        self.rng = trainer.sample_rng
+        self.tokenizer = trainer.data.tokenizer
+        self.pad_id = trainer.data.tokenizer.pad_id
+        self.metrics: dict[str, float] = {}
+
+    @property
+    def round(self) -> int:
+        return int(self._t.state.get("round", 0))
+
+    # --- data ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, generator=None, **kwargs) -> Samples:
+        """n fresh samples from the generator (or another policy), no gradient."""
+        g = generator or self.generator
+        was = g.training
+        g.eval()
+        out = g.sample(n, self.max_len, generator=self.rng, **kwargs)
+        g.train(was)
+        return out
+
+    def real_batch(self, n: int) -> tuple[Tensor, Tensor]:
+        """n random real training sequences: tokens (n, T) padded to max_len, lengths (n,)."""
+        train = self._t.data.train
+        idx = torch.randint(0, len(train), (n,), generator=self.rng)
+        tokens = train.tokens[idx]
+        if tokens.size(1) < self.max_len:
+            pad = self.pad_id if self.pad_id is not None else 0
+            tokens = torch.nn.functional.pad(tokens, (0, self.max_len - tokens.size(1)), value=pad)
+        return tokens[:, : self.max_len].to(self.device), train.lengths[idx].clamp(max=self.max_len).to(self.device)
+
+    def mask(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None]
+
+    # --- updates ------------------------------------------------------------------------------
+    def _update(self, loss: Tensor, opt: torch.optim.Optimizer, module: torch.nn.Module, clip: float | None) -> float:
+        from llmgan.training import distributed as dist_utils
+
+        self._t.check_finite(loss, f"{self.cfg.algorithm} loss")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        dist_utils.all_reduce_gradients(module)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+        opt.step()
+        return float(loss.detach())
+
+    def update_generator(self, loss: Tensor) -> float:
+        return self._update(loss, self.g_opt, self.generator, self._t.cfg.train.grad_clip)
+
+    def update_discriminator(self, loss: Tensor, clip: float | None = None) -> float:
+        return self._update(loss, self.d_opt, self.discriminator, clip)
+
+    def reference(self):
+        """A frozen copy of the generator as it was after MLE pre-training (for KL leashes)."""
+        return self._t.reference_generator()
+
+    def autocast(self):
+        return self._t.autocast()
+
+    def log(self, **metrics: float) -> None:
+        self.metrics.update({k: float(v) for k, v in metrics.items()})
+
+
+class Algorithm:
+    """Subclasses set ``Params`` and implement ``g_step`` (and ``d_step`` if the default won't do)."""
+
+    name: str = "base"
+    Params: type = NoParams
+    uses_discriminator: bool = True
+
+    def __init__(self, params: Any):
+        self.params = params
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Algorithm:
+        from llmgan.config import _from_dict
+
+        try:
+            params = _from_dict(cls.Params, dict(raw or {}), where="adversarial.params")
+        except ConfigError:
+            raise
+        return cls(params)
+
+    def setup(self, ctx: GANContext) -> None:
+        """Build the algorithm's own modules (called at construction, before a resume loads them)."""
+
+    def start(self, ctx: GANContext) -> None:
+        """Called once when adversarial training begins, after MLE (e.g. to sync policy copies)."""
+
+    def extra_models(self) -> dict[str, torch.nn.Module]:
+        """Modules of the algorithm's own (e.g. a rollout policy) to checkpoint with the run."""
+        return {}
+
+    def g_step(self, ctx: GANContext) -> dict:
+        raise NotImplementedError
+
+    def d_step(self, ctx: GANContext) -> dict:
+        """Default (SeqGAN): fresh fake samples + as many real ones, cfg.d_epochs epochs of minibatches."""
+        fake = ctx.sample(ctx.cfg.d_samples)
+        real_tokens, real_lengths = ctx.real_batch(ctx.cfg.d_samples)
+        return train_discriminator(ctx, real_tokens, fake.tokens, ctx.cfg.d_epochs, kind=ctx.cfg.loss)
+
+
+def train_discriminator(ctx: GANContext, real: Tensor, fake: Tensor, epochs: int, kind: str = "vanilla") -> dict:
+    """Epochs of minibatch D updates on balanced real (N, T) and fake (M, T) token sets.
+
+    Each minibatch holds d_batch_size real and d_batch_size fake sequences. Returns the mean loss
+    and D's accuracy on real and on fake over the last epoch (logged to spot collapse).
+    """
+    D = ctx.discriminator
+    D.train()
+    bs = ctx.cfg.d_batch_size
+    n = min(len(real), len(fake))
+    stats = {"d_loss": 0.0, "d_acc_real": 0.0, "d_acc_fake": 0.0}
+    for _ in range(max(epochs, 0)):
+        perm_r = torch.randperm(len(real), generator=ctx.rng)[:n]
+        perm_f = torch.randperm(len(fake), generator=ctx.rng)[:n]
+        tot, acc_r, acc_f, batches = 0.0, 0.0, 0.0, 0
+        for start in range(0, n, bs):
+            r = real[perm_r[start : start + bs]].to(ctx.device)
+            f = fake[perm_f[start : start + bs]].to(ctx.device)
+            with ctx.autocast():
+                lr, lf = D(r).float(), D(f).float()
+                loss = d_loss(lr, lf, kind)
+            tot += ctx.update_discriminator(loss)
+            acc_r += float((lr > 0).float().mean())
+            acc_f += float((lf <= 0).float().mean())
+            batches += 1
+        stats = {"d_loss": tot / batches, "d_acc_real": acc_r / batches, "d_acc_fake": acc_f / batches}
+    return stats
+
+
+def build_algorithm(name: str, raw_params: dict) -> Algorithm:
+    import llmgan.algorithms  # noqa: F401 - registers every algorithm
+
+    if name not in ALGORITHMS:
+        raise ConfigError(f"adversarial.algorithm: unknown {name!r} (valid: {', '.join(sorted(ALGORITHMS))})")
+    return ALGORITHMS[name].from_dict(raw_params)
