@@ -288,19 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# Later modules (metrics, sweep, report, detect, serve) add their subcommands here.
+# Feature modules add their subcommands: each defines ``register(subparsers)`` and is listed here.
 _EXTRA_COMMANDS: list = []
+EXTRA_MODULES = ("llmgan.cli_eval", "llmgan.cli_llm", "llmgan.serve.cli")
 
 
 def _load_extras() -> None:
     import importlib
 
-    for mod in ("llmgan.cli_extra",):
+    _EXTRA_COMMANDS.clear()
+    for mod in EXTRA_MODULES:
         try:
-            importlib.import_module(mod)
+            module = importlib.import_module(mod)
         except ModuleNotFoundError as e:
             if e.name != mod:
                 raise
+            continue
+        _EXTRA_COMMANDS.append(module.register)
 
 
 def main(argv: list[str] | None = None) -> int:

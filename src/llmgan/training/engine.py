@@ -120,6 +120,8 @@ class Trainer:
         if latest is not None:
             self.state.update(self._load(latest))
             info(f"resumed from {latest} (phase {self.state['phase']}, step {self.global_step})")
+            if self.state["phase"] == "done" and self.algorithm is None and self.state["epoch"] < cfg.train.epochs:
+                self.state["phase"] = "mle"  # a finished MLE run resumed with more epochs trains on
 
     @property
     def global_step(self) -> int:
@@ -269,13 +271,13 @@ class Trainer:
                     self.logger.log(
                         step,
                         "mle",
-                        loss=float(loss),
+                        loss=float(loss.detach()),
                         lr=self.g_sched.get_last_lr()[0],
                         tokens_per_s=round(tps, 1),
                         epoch=epoch,
                     )
                     if bar is not None:
-                        bar.set_postfix(loss=f"{float(loss):.3f}", tok_s=f"{tps:,.0f}")
+                        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", tok_s=f"{tps:,.0f}")
                     last_log, tokens_since = now, 0
                 if t.max_steps is not None and step >= t.max_steps:
                     break

@@ -1,0 +1,200 @@
+"""The MLE engine, checkpoints, resume, the NaN guard and the core CLI, end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+import torch
+
+from llmgan.cli import main
+from llmgan.config import config_from_dict, load_config
+from llmgan.errors import CheckpointError, ConfigError, TrainingDiverged
+from llmgan.run import load_run
+from llmgan.training.checkpoint import Checkpointer
+from llmgan.training.engine import Trainer
+from llmgan.training.evaluation import corpus_nll
+
+
+def make_corpus(path, n=300, seed=0):
+    """Sentences with clear structure: 'the <adj> <noun> <verb> the <noun>'."""
+    rng = random.Random(seed)
+    adj, noun, verb = ["red", "big", "old", "small"], ["cat", "dog", "bird", "man", "car"], ["sees", "likes", "eats"]
+    lines = [f"the {rng.choice(adj)} {rng.choice(noun)} {rng.choice(verb)} the {rng.choice(noun)}" for _ in range(n)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def tiny_config(train_file, **train):
+    t = {"epochs": 3, "batch_size": 16, "lr": 0.01, "progress": False, "eval_every": 1, "log_every": 5}
+    t.update(train)
+    return config_from_dict(
+        {
+            "name": "tiny",
+            "seed": 3,
+            "data": {"train": train_file, "tokenizer": "word", "max_len": 12},
+            "generator": {"name": "lstm", "kwargs": {"embed_dim": 16, "hidden_dim": 16}},
+            "train": t,
+            "eval": {"n_samples": 50},
+        }
+    )
+
+
+def test_mle_lowers_validation_nll(tmp_path):
+    cfg = tiny_config(make_corpus(tmp_path / "train.txt"), epochs=4)
+    tr = Trainer(cfg, str(tmp_path / "run"))
+    tr.setup()
+    before = corpus_nll(tr.generator, tr.data.valid)
+    tr.logger.close()
+    final = Trainer(cfg, str(tmp_path / "run2")).run()
+    assert final["valid_nll"] < before - 0.5, (before, final)
+    evals = [r for r in map(json.loads, open(tmp_path / "run2" / "metrics.jsonl")) if r["phase"] == "eval"]
+    assert len(evals) == 4 and evals[-1]["valid_nll"] < evals[0]["valid_nll"]
+    run = load_run(str(tmp_path / "run2"))
+    assert corpus_nll(run.generator, tr.data.valid) == pytest.approx(final["valid_nll"], rel=1e-5)
+
+
+def test_resume_after_interruption_gives_same_weights(tmp_path):
+    cfg = tiny_config(make_corpus(tmp_path / "train.txt"), epochs=3, checkpoint_every=1)
+    Trainer(cfg, str(tmp_path / "full")).run()
+    full = load_run(str(tmp_path / "full")).generator.state_dict()
+
+    interrupted = Trainer(cfg, str(tmp_path / "cut"))
+    original = interrupted.maybe_stop
+
+    def stop_mid_epoch():  # as if SIGTERM arrived during epoch 2
+        if interrupted.state["mle_step"] == 25:
+            interrupted._stop = True
+        original()
+
+    interrupted.maybe_stop = stop_mid_epoch
+    with pytest.raises(SystemExit):
+        interrupted.run()
+    state = json.load(open(os.path.join(Checkpointer(str(tmp_path / "cut")).latest(), "state.json")))
+    assert state["state"]["mle_step"] == 25 and state["state"]["batch"] > 0  # mid-epoch checkpoint
+    Trainer(cfg, str(tmp_path / "cut"), resume=True).run()
+    resumed = load_run(str(tmp_path / "cut")).generator.state_dict()
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny_config(make_corpus(tmp_path / "train.txt"), epochs=3)
+    tr = Trainer(cfg, str(tmp_path / "run"))
+    calls = {"n": 0}
+    tr_setup = tr.setup
+
+    def setup():
+        tr_setup()
+        real = tr.generator.weighted_nll
+
+        def poisoned(*a, **k):
+            calls["n"] += 1
+            out = real(*a, **k)
+            return out * float("nan") if calls["n"] > 30 else out  # NaN in epoch 2
+
+        tr.generator.weighted_nll = poisoned
+
+    tr.setup = setup
+    with pytest.raises(TrainingDiverged, match=r"MLE loss became nan .*last good checkpoint: .*step-"):
+        tr.run()
+    run = load_run(str(tmp_path / "run"))  # the epoch-1 checkpoint is intact
+    assert all(torch.isfinite(v).all() for v in run.generator.state_dict().values())
+
+
+def test_oracle_cli_and_training_on_random_oracle(tmp_path, capsys):
+    out = tmp_path / "oracle"
+    assert main(["oracle", "--out", str(out), "--n", "200", "--seq-len", "6", "--random", "--vocab", "30",
+                 "--seed", "1"]) == 0
+    lines = (out / "train.txt").read_text().splitlines()
+    assert len(lines) == 200 and all(len(line.split()) == 6 for line in lines)
+    assert all(0 <= int(x) < 30 for line in lines for x in line.split())
+    cfg = load_config(None, [
+        f"data.oracle={out / 'oracle.safetensors'}", "data.tokenizer=ids", "data.seq_len=6",
+        "data.oracle_samples=300", "data.oracle_test_samples=100", "train.epochs=2", "train.progress=false",
+        "generator.kwargs={embed_dim: 8, hidden_dim: 8}", "eval.n_samples=200",
+    ])
+    final = Trainer(cfg, str(tmp_path / "run")).run()
+    assert 0 < final["oracle_nll"] < 10
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), "--json", "--n-samples", "100"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= {"oracle_nll", "test_nll"}
+    assert main(["generate", str(tmp_path / "run"), "-n", "3"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert len(rows) == 3 and all(len(r.split()) == 6 for r in rows)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.tokenizer=morse"], "data.tokenizer: expected word|char|bpe|ids"),
+        (["train.batch_size=0"], "train.batch_size: expected >= 1"),
+        (["train.epochs=many"], "train.epochs: expected an integer"),
+        (["train.nonsense=1"], "unknown config key train.'nonsense'"),
+        (["data.max_len=-3"], "data.max_len: expected >= 1"),
+    ],
+)
+def test_impossible_configs_are_one_line_errors(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["data.train=x.txt", *overrides])
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_reports_user_errors_on_one_line(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data:\n  train: missing.txt\n", encoding="utf-8")
+    assert main(["train", str(cfg), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("llmgan: error:") and "missing.txt" in err[0]
+    assert main(["generate", str(tmp_path / "nowhere")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n", encoding="utf-8")
+    assert main(["train", str(bad)]) == 2
+    assert "is not valid YAML" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
+    cfg = tiny_config(make_corpus(tmp_path / "train.txt"), epochs=1)
+    Trainer(cfg, str(tmp_path / "run")).run()
+    latest = Checkpointer(str(tmp_path / "run")).latest()
+    path = os.path.join(latest, "generator.safetensors")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or unreadable safetensors"):
+        load_run(str(tmp_path / "run"))
+    assert main(["generate", str(tmp_path / "run")]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_checkpoint_is_atomic(tmp_path):
+    """A crash while writing leaves no partial checkpoint: `latest` still names the old, complete one."""
+    model = torch.nn.Linear(3, 2)
+    ck = Checkpointer(str(tmp_path), keep=2)
+    first = ck.save(1, {"m": model}, {}, {"phase": "mle"})
+
+    class Boom(torch.nn.Module):
+        def state_dict(self, *a, **k):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        ck.save(2, {"m": model, "boom": Boom()}, {}, {"phase": "mle"})
+    assert ck.latest() == first
+    assert not [n for n in os.listdir(ck.dir) if n.startswith(".tmp")]
+    assert sorted(n for n in os.listdir(ck.dir) if n.startswith("step-")) == ["step-0000001"]
+
+
+def test_train_refuses_to_overwrite_a_run(tmp_path, capsys):
+    corpus = make_corpus(tmp_path / "train.txt", n=60)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{train: {corpus}, max_len: 12}}\ntrain: {{epochs: 1, batch_size: 16}}\n"
+                   "generator: {kwargs: {embed_dim: 8, hidden_dim: 8}}\neval: {n_samples: 20}\n", encoding="utf-8")
+    run = str(tmp_path / "r")
+    assert main(["train", str(cfg), "--out", run, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--out", run, "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--out", run, "--no-progress", "--resume", "--set", "train.epochs=2"]) == 0
