@@ -64,6 +64,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # how many checkpoints to keep on disk
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast with a grad scaler, CUDA only)
     progress: bool = True  # a progress bar with live loss and tokens/second
+    init_from: str | None = None  # a run directory whose latest generator (and tokenizer) start this run
 
 
 @dataclass

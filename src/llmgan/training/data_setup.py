@@ -94,8 +94,11 @@ def prepare_data(cfg: RunConfig, run_dir: str, resume: bool = False) -> RunData:
         train_texts, report = clean_texts(list(train_texts), normalize=d.normalize, dedup=d.dedup)
         info(f"cleaning: {report}")
     if oracle is None:
+        init_tok = os.path.join(cfg.train.init_from, "tokenizer.json") if cfg.train.init_from else None
         if resume and os.path.isfile(tok_path):
             tokenizer = load_tokenizer(tok_path)
+        elif init_tok is not None:  # continue another run: its vocabulary, not a new one
+            tokenizer = load_tokenizer(init_tok)
         else:
             tokenizer = build_tokenizer(d.tokenizer, train_texts, vocab_size=d.vocab_size, min_freq=d.min_freq)
     tokenizer.save(tok_path)

@@ -92,6 +92,8 @@ class Trainer:
         self.data: RunData = prepare_data(cfg, self.run_dir, resume=latest is not None)
         self.max_len = cfg.eval.max_len or self.data.max_len
         self.generator = make_generator(cfg.generator, self.data.tokenizer).to(self.device)
+        if cfg.train.init_from and latest is None:
+            self._init_from(cfg.train.init_from)
         t = cfg.train
         self.g_opt = make_optimizer(self.generator.parameters(), t.optimizer, t.lr, t.weight_decay, t.betas)
         steps_per_epoch = math.ceil(len(self.data.train) / (t.batch_size * self.world))
@@ -122,6 +124,16 @@ class Trainer:
             info(f"resumed from {latest} (phase {self.state['phase']}, step {self.global_step})")
             if self.state["phase"] == "done" and self.algorithm is None and self.state["epoch"] < cfg.train.epochs:
                 self.state["phase"] = "mle"  # a finished MLE run resumed with more epochs trains on
+
+    def _init_from(self, run_dir: str) -> None:
+        from llmgan.errors import CheckpointError
+        from llmgan.training.checkpoint import load_model_weights
+
+        ckpt = Checkpointer(run_dir).latest()
+        if ckpt is None:
+            raise CheckpointError(f"train.init_from: {run_dir} has no checkpoint")
+        load_model_weights(self.generator, os.path.join(ckpt, "generator.safetensors"))
+        info(f"generator initialised from {ckpt}")
 
     @property
     def global_step(self) -> int:

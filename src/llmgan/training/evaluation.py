@@ -111,8 +111,7 @@ def evaluate_run(
     if unknown:
         raise ConfigError(f"--metrics: unknown metric {unknown[0]!r} (valid: {', '.join(ALL_METRICS)})")
     n = n_samples or run.cfg.eval.n_samples
-    data = data or run.held_out_path()
-    test = run.encode_file(data) if data else None
+    test = held_out_corpus(run, data)
     out: dict = {"n_samples": n, "temperature": temperature}
     samples, lengths = sample_tokens(
         run.generator, n, run.max_len, run.cfg.eval.batch_size, temperature, top_k, top_p, rng=rng
@@ -158,6 +157,33 @@ def evaluate_run(
 
         out["detector_auroc"] = detector_auroc_for_run(run, test, samples, lengths)
     return out
+
+
+def held_out_corpus(run, data: str | None = None) -> EncodedCorpus | None:
+    """The run's held-out real data, encoded: ``data`` if given, else the run's test file, else the
+    test split that training carved out of ``data.train`` (same seed and fractions), else None.
+
+    Runs whose test set was split off the training file have no test file on disk; re-splitting
+    reproduces exactly the sequences the engine held out, so sweeps and reports can score them.
+    """
+    path = data or run.held_out_path()
+    if path:
+        return run.encode_file(path)
+    import os
+
+    d = run.cfg.data
+    # Here data.test is unset, so the engine took the test set from splitting data.train (whether
+    # or not data.valid was given); without that file there is nothing to reproduce.
+    if not d.train or not os.path.isfile(d.train):
+        return None
+    from llmgan.data import encode_corpus, load_texts, split_texts
+
+    texts = list(load_texts(d.train, field=d.field))
+    total = sum(d.split)
+    _, _, test_texts = split_texts(texts, [x / total for x in d.split], seed=run.cfg.seed)
+    if not test_texts:
+        return None
+    return encode_corpus(test_texts, run.tokenizer, run.max_len, overflow="truncate", source=f"{d.train} (test split)")
 
 
 def _token_strings(run, tokens: torch.Tensor, lengths: torch.Tensor) -> list[list[str]]:
