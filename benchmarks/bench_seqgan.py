@@ -96,7 +96,8 @@ def main() -> None:
     body += ["", "One adversarial round, paper schedule (1 G step with 16 rollouts; 5 x (10k fresh samples + "
              "3 D epochs over 10k real + 10k fake)); bar: <= 200 s fp32; TextGAN-PyTorch measured here: ~472 s.",
              "",
-             "| precision | round | G step (sampling / rollouts+scoring / update) | D (5 refreshes) |", "|---|---|---|---|"]
+             "| precision | round | G step (sampling / rollouts+scoring / update) | D (5 refreshes) |",
+             "|---|---|---|---|"]
     for prec, r in rounds.items():
         body.append(f"| {prec} | {r['round']:.1f} s | {r['g']:.1f} s ({r['sample']:.2f} / {r['rollout']:.1f} / "
                     f"{r['g_update']:.2f}) | {r['d']:.1f} s |")
