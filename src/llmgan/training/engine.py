@@ -250,7 +250,8 @@ class Trainer:
                 break
             # data order is a pure function of (seed, epoch): resuming mid-epoch replays it exactly
             order = torch.randperm(N, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
-            order = order[self.rank :: self.world]
+            if self.world > 1:  # equal shards, so every rank runs the same number of all-reduces
+                order = order[: (N // self.world) * self.world][self.rank :: self.world]
             n_batches = math.ceil(len(order) / t.batch_size)
             g.train()
             while self.state["batch"] < n_batches:
