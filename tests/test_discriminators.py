@@ -232,3 +232,22 @@ def test_cnn_pools_whole_windows_like_seqgan_valid_convolutions():
         # a row shorter than the widest filter still scores (its causal windows), and equals per-step
         short = x[:, :3]
         torch.testing.assert_close(d(short), d(x, per_step=True)[:, 2], atol=1e-5, rtol=1e-5)
+
+
+def test_cnn_scores_rollout_completions_like_plain_forward():
+    """The prefix-sharing rollout scorer equals scoring every completion separately."""
+    from llmgan.models.discriminators.cnn import score_completions
+    from llmgan.models.generators.oracle import random_oracle
+    from llmgan.rewards import rollout_completions
+
+    policy = random_oracle(vocab_size=40, seed=2)
+    g = torch.Generator().manual_seed(0)
+    tokens = policy.sample(5, 9, generator=g).tokens
+    comps = rollout_completions(policy, tokens, 3, g)  # (8, 5, 3, 9)
+    torch.manual_seed(1)
+    d = CNNDiscriminator(40, emb_dim=8, filter_sizes=(1, 3, 9), num_filters=(4, 5, 6)).eval()
+    fast = score_completions(d, tokens, comps)
+    with torch.no_grad():
+        plain = d(comps.reshape(-1, 9)).view(8, 5, 3)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    assert score_completions(d.train(), tokens, comps) is None  # dropout active: no shortcut

@@ -102,17 +102,22 @@ def mc_rollout_rewards(
     rng: torch.Generator | None = None,
     score_batch: int = 4096,
     prompt: Tensor | None = None,
+    score_completions: Callable[[Tensor, Tensor], Tensor | None] | None = None,
 ) -> Tensor:
     """SeqGAN's Q(y_{1:t}): mean score of k rollouts for t < T, the full sequence's score at t = T.
 
     ``score_fn`` maps token ids (N, T) to a reward per sequence (N,), e.g. sigmoid(D(x)).
+    ``score_completions(tokens, completions)``, if given, may score all completions (T-1, B, k, T) at
+    once -> (T-1, B, k), e.g. reusing the windows they share with their prefix; None falls back.
     Returns rewards (B, T); ``rewards[b, t-1]`` is the value of prefix ``tokens[b, :t]``.
     """
     B, T = tokens.shape
     completions = rollout_completions(policy, tokens, n_rollouts, rng, prompt=prompt)  # (T-1, B, k, T)
-    flat = completions.reshape(-1, T)
-    scores = torch.cat([score_fn(flat[i : i + score_batch]).float() for i in range(0, flat.size(0), score_batch)])
-    per_prefix = scores.view(T - 1, B, n_rollouts).mean(-1).t()  # (B, T-1)
+    scores = score_completions(tokens, completions) if score_completions is not None else None
+    if scores is None:
+        flat = completions.reshape(-1, T)
+        scores = torch.cat([score_fn(flat[i : i + score_batch]).float() for i in range(0, flat.size(0), score_batch)])
+    per_prefix = scores.float().reshape(T - 1, B, n_rollouts).mean(-1).t()  # (B, T-1)
     full = score_fn(tokens).float().view(B, 1)
     return torch.cat([per_prefix, full], dim=1)
 

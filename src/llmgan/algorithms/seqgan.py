@@ -47,12 +47,29 @@ class SeqGAN(Algorithm):
 
         return score
 
+    def completion_scores(self, ctx: GANContext):
+        """For the CNN discriminator: score rollouts reusing the windows they share with their prefix."""
+        from llmgan.models.discriminators.cnn import CNNDiscriminator, score_completions
+
+        D = ctx.discriminator
+        if not isinstance(D, CNNDiscriminator):
+            return None
+
+        def score(tokens: torch.Tensor, completions: torch.Tensor):
+            D.eval()
+            with ctx.autocast():
+                logits = score_completions(D, tokens, completions)
+            return None if logits is None else torch.sigmoid(logits.float())
+
+        return score
+
     def g_step(self, ctx: GANContext) -> dict:
         p = self.params
         t0 = time.time()
         samples = ctx.sample(ctx.cfg.g_batch_size)
         t1 = time.time()
-        rewards = mc_rollout_rewards(self.rollout_policy, self.reward_fn(ctx), samples.tokens, p.rollouts, ctx.rng)
+        rewards = mc_rollout_rewards(self.rollout_policy, self.reward_fn(ctx), samples.tokens, p.rollouts, ctx.rng,
+                                     score_completions=self.completion_scores(ctx))
         t2 = time.time()
         ctx.discriminator.train()
         mask = samples.mask()
