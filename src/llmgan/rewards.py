@@ -134,7 +134,7 @@ def naive_mc_rollout_rewards(
     (what TextGAN-PyTorch does, minus its reshape bug). Kept for tests and the speed benchmark."""
     B, T = tokens.shape
     rewards = torch.zeros(B, T)
-    for j in range(n_rollouts):
+    for _ in range(n_rollouts):
         for t in range(1, T):
             state = policy.init_state(B)
             inputs = torch.cat([policy._bos(B), tokens[:, : t - 1]], dim=1)
