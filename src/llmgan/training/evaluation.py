@@ -95,12 +95,14 @@ def evaluate_run(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    nll_gen_kwargs: dict | None = None,
 ) -> dict:
     """Score a loaded run (``llmgan.run.LoadedRun``): one flat dict of metric name -> value.
 
     Default metrics: oracle runs ``oracle_nll`` and ``test_nll``; text runs ``test_nll``, BLEU-2..5
     against the test set, Self-BLEU-2..4 and distinct-1..4 of the samples. ``fed``, ``nll_gen`` and
-    ``detector_auroc`` are computed when asked for.
+    ``detector_auroc`` are computed when asked for; ``nll_gen_kwargs`` sets the fresh model's MLE
+    budget (``epochs``, ``max_steps``, ...; see :func:`llmgan.metrics.nll_gen.nll_gen`).
     """
     from llmgan.errors import ConfigError
 
@@ -149,7 +151,7 @@ def evaluate_run(
                 raise ConfigError("nll_gen: no held-out data (pass --data FILE)")
             from llmgan.metrics.nll_gen import nll_gen
 
-            out["nll_gen"] = nll_gen(run, samples, lengths, test)
+            out["nll_gen"] = nll_gen(run, samples, lengths, test, **(nll_gen_kwargs or {}))
     if "detector_auroc" in metrics:
         if test is None:
             raise ConfigError("detector_auroc: no held-out real data (pass --data FILE)")

@@ -1,0 +1,474 @@
+"""A self-contained comparison report of one or more runs: ``index.html`` + ``report.md`` + PNGs.
+
+    out/
+      index.html       metric table, quality–diversity plot, training curves, samples
+      report.md        the same in Markdown
+      curves/*.png     one plot per logged quantity, all runs on the same axes
+      sweep/           sweep.csv, sweep.md, sweep.png (run here, or copied from --sweep DIR)
+
+Images are referenced by relative paths, so the folder can be moved, zipped or served as it is.
+Everything shown comes from the run directories (config, metrics.jsonl, latest checkpoint); the
+evaluation and samples are seeded, so building the report twice gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from llmgan.errors import LLMGanError
+
+__all__ = ["CURVES", "DEFAULT_REPORT_TEMPERATURES", "build_report", "final_metrics", "plot_curves"]
+
+DEFAULT_REPORT_TEMPERATURES = "0.5:1.5:5"  # a small grid: the report is an overview, not the full sweep
+
+# Direction of each metric family, for the arrows in the table header and for marking the best run.
+_LOWER = ("_nll", "self_bleu", "fed", "nll_gen")
+_HIGHER = ("bleu", "distinct", "mauve")
+
+
+def _direction(name: str) -> int:
+    """-1: lower is better, +1: higher is better, 0: no preference (detector AUROC is best at 0.5)."""
+    if "self_bleu" in name or any(name.endswith(s) or name.startswith(s) for s in _LOWER):
+        return -1
+    if any(name.startswith(s) for s in _HIGHER):
+        return 1
+    return 0
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One training-curve plot: which logged keys, from which phases, against which x-axis."""
+
+    stem: str  # file name (curves/<stem>.png)
+    title: str
+    ylabel: str
+    series: tuple[tuple[tuple[str, ...], str, str], ...]  # (phases, key, series label); label styles the line
+    x: str  # "step" (global step), "round" (adversarial round), "d" (D refreshes: pre-training <= 0, then rounds)
+
+
+CURVES: tuple[Curve, ...] = (
+    Curve("mle_loss", "Generator MLE loss (teacher-forced NLL per token)", "NLL per token",
+          ((("mle",), "loss", ""),), "step"),
+    Curve("g_loss", "Generator loss in adversarial rounds", "G loss", ((("adversarial",), "g_loss", ""),), "round"),
+    Curve("d_loss", "Discriminator loss (x <= 0: D pre-training refreshes, then adversarial rounds)", "D loss",
+          ((("d_pretrain", "adversarial"), "d_loss", ""),), "d"),
+    Curve("d_acc", "Discriminator accuracy: on real (solid) and on generated (dashed) sequences", "accuracy",
+          ((("d_pretrain", "adversarial"), "d_acc_real", "real"),
+           (("d_pretrain", "adversarial"), "d_acc_fake", "fake")), "d"),
+    Curve("reward_mean", "Mean reward of generated sequences (adversarial rounds)", "mean reward",
+          ((("adversarial",), "reward_mean", ""),), "round"),
+    Curve("oracle_nll", "Oracle NLL of generated samples (quality; lower is better)", "NLL_oracle",
+          ((("eval", "final"), "oracle_nll", ""),), "step"),
+    Curve("heldout_nll", "Held-out NLL: validation (solid) during training, test (x) at the end", "NLL per token",
+          ((("eval",), "valid_nll", "valid"), (("final",), "test_nll", "test")), "step"),
+)
+
+_X_LABELS = {
+    "step": "training step (MLE steps, then adversarial rounds)",
+    "round": "adversarial round",
+    "d": "adversarial round (<= 0: discriminator pre-training refreshes)",
+}
+_STYLES = {"": "-", "real": "-", "valid": "-", "fake": "--", "test": "x"}
+
+
+@dataclass
+class _RunInfo:
+    name: str
+    run_dir: str
+    records: list[dict]
+    final: dict
+    summary: dict
+    evaluation: dict = field(default_factory=dict)
+    samples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    data_key: tuple = ()  # runs with equal keys were trained and scored on the same data
+
+
+def final_metrics(records: Sequence[dict]) -> dict:
+    """Numeric metrics of the last ``final`` record of metrics.jsonl (bookkeeping keys left out)."""
+    last: dict = {}
+    for r in records:
+        if r.get("phase") == "final":
+            last = r
+    skip = {"step", "phase", "time", "epoch", "round"}
+    return {k: v for k, v in last.items() if k not in skip and _is_number(v)}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _x_values(records: Sequence[dict], mode: str, phases: tuple[str, ...], key: str) -> tuple[list, list]:
+    """x and y of one series; records without the key (or with a non-finite value) are skipped."""
+    n_pre = max((r.get("refresh", 0) for r in records if r.get("phase") == "d_pretrain"), default=0)
+    xs, ys = [], []
+    for r in records:
+        if r.get("phase") not in phases or not _is_number(r.get(key)) or not math.isfinite(r[key]):
+            continue
+        if mode == "step":
+            x = r.get("step")
+        elif mode == "round":
+            x = r.get("round")
+        else:  # pre-training refreshes all share one global step, so index them by refresh instead
+            x = r.get("refresh", 0) - n_pre if r.get("phase") == "d_pretrain" else r.get("round")
+        if _is_number(x):
+            xs.append(x)
+            ys.append(r[key])
+    return xs, ys
+
+
+def plot_curves(runs: Sequence[tuple[str, list[dict]]], out_dir: str) -> list[tuple[Curve, str]]:
+    """One PNG per quantity that at least one run logged; returns (curve, path) for those written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    colors = {name: plt.cm.tab10(i % 10) for i, (name, _) in enumerate(runs)}
+    written = []
+    for curve in CURVES:
+        data = []
+        for name, records in runs:
+            for phases, key, label in curve.series:
+                xs, ys = _x_values(records, curve.x, phases, key)
+                if xs:
+                    data.append((name, label, xs, ys))
+        if not data:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for name, label, xs, ys in data:
+            style = _STYLES.get(label, "-")
+            kw = {"markersize": 7, "markeredgewidth": 2} if style == "x" else {"linewidth": 1.4}
+            if style != "x" and len(xs) == 1:
+                style = "o"  # a single point would be an invisible line
+            ax.plot(xs, ys, style, color=colors[name], label=f"{name} ({label})" if label else name, **kw)
+        if curve.x == "d":
+            ax.axvline(0.5, color="grey", linewidth=0.8, linestyle=":")  # D pre-training | adversarial
+        if curve.x != "step":
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds and refreshes are whole numbers
+        ax.set_title(curve.title, fontsize=10)
+        ax.set_xlabel(_X_LABELS[curve.x])
+        ax.set_ylabel(curve.ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{curve.stem}.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append((curve, path))
+    return written
+
+
+def _summary(run) -> dict:
+    cfg = run.cfg
+    ckpt = os.path.basename(os.path.normpath(run.checkpoint))
+    return {
+        "algorithm": cfg.adversarial.algorithm or "mle",
+        "generator": cfg.generator.name,
+        "params": run.generator.num_parameters(),
+        "checkpoint": ckpt,
+        "data": "oracle" if cfg.data.oracle else cfg.data.tokenizer,
+    }
+
+
+def _decode_samples(run, n: int, seed: int) -> list[str]:
+    from llmgan.training.evaluation import sample_tokens
+
+    tokens, lengths = sample_tokens(run.generator, n, run.max_len, rng=torch.Generator().manual_seed(seed))
+    return [run.tokenizer.decode(row[:k]) for row, k in zip(tokens.tolist(), lengths.tolist())]
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1e5 else f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _columns(infos: Sequence[_RunInfo]) -> tuple[list[str], list[str], list[str]]:
+    summary = list(dict.fromkeys(k for i in infos for k in i.summary))
+    final = list(dict.fromkeys(k for i in infos for k in i.final))
+    evaluation = list(dict.fromkeys(k for i in infos for k in i.evaluation if k not in ("n_samples", "temperature")))
+    return summary, sorted(final, key=_column_rank), sorted(evaluation, key=_column_rank)
+
+
+# Column order of the metric groups (oracle and text runs share one table, so a fixed order keeps
+# the same metric in the same place whichever run comes first); unknown names keep their order last.
+_ORDER = ("oracle_nll", "valid_nll", "test_nll", "nll_gen", "bleu", "self_bleu", "distinct", "fed", "mauve",
+          "detector_auroc")
+
+
+def _column_rank(key: str) -> int:
+    ranks = [i for i, p in enumerate(_ORDER) if key == p or key.startswith(p + "_")]
+    return max(ranks) if ranks else len(_ORDER)  # max: "self_bleu_2" matches self_bleu, not bleu
+
+
+def _best(infos: Sequence[_RunInfo], group: str, key: str) -> set[int]:
+    """Indices of the best run(s) in a column (bold in the table).
+
+    Only runs on the same data are compared (an oracle NLL and a text NLL are different scales),
+    and a data group needs at least two values to have a best.
+    """
+    d = _direction(key)
+    if d == 0:
+        return set()
+    best: set[int] = set()
+    for data_key in dict.fromkeys(i.data_key for i in infos):
+        vals = [(i, getattr(info, group).get(key)) for i, info in enumerate(infos) if info.data_key == data_key]
+        vals = [(i, v) for i, v in vals if _is_number(v) and math.isfinite(v)]
+        if len(vals) >= 2:
+            target = (min if d < 0 else max)(v for _, v in vals)
+            best |= {i for i, v in vals if v == target}
+    return best
+
+
+def _header(key: str) -> str:
+    d = _direction(key)
+    return key + (" ↓" if d < 0 else " ↑" if d > 0 else "")
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+.meta { color: #666; font-size: 0.9em; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: right; white-space: nowrap; }
+th { background: #f4f4f4; } td.name, th.name { text-align: left; font-weight: 600; }
+th.group { text-align: center; background: #e9eef5; }
+td.best { font-weight: 700; background: #eaf6ea; }
+.grid { display: flex; flex-wrap: wrap; gap: 1em; }
+.grid figure { margin: 0; flex: 1 1 520px; max-width: 600px; }
+figure img { width: 100%; border: 1px solid #eee; } figcaption { font-size: 0.85em; color: #555; }
+ol.samples { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.85em; background: #fafafa;
+             border: 1px solid #eee; padding: 0.6em 0.6em 0.6em 2.8em; white-space: pre-wrap; }
+.note { color: #a33; font-size: 0.9em; }
+"""
+
+
+def _html_table(infos: Sequence[_RunInfo], n_eval: str) -> str:
+    summary, final, evaluation = _columns(infos)
+    e = html.escape
+    groups = [("setup", summary), ("final training log (metrics.jsonl)", final), (f"evaluation ({n_eval})", evaluation)]
+    top = ['<th class="name" rowspan="2">run</th>']
+    for label, cols in groups:
+        if cols:
+            top.append(f'<th class="group" colspan="{len(cols)}">{e(label)}</th>')
+    sub = [f"<th>{e(_header(k) if g != 'setup' else k)}</th>" for g, cols in groups for k in cols]
+    rows = []
+    attr = {"setup": "summary", "final training log (metrics.jsonl)": "final"}
+    for idx, info in enumerate(infos):
+        cells = [f'<td class="name">{e(info.name)}</td>']
+        for label, cols in groups:
+            group = attr.get(label, "evaluation")
+            for k in cols:
+                best = group != "summary" and idx in _best(infos, group, k)
+                cls = ' class="best"' if best else ""
+                cells.append(f"<td{cls}>{e(_fmt(getattr(info, group).get(k)))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        '<div class="scroll"><table>\n<thead><tr>' + "".join(top) + "</tr>\n<tr>" + "".join(sub)
+        + "</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table></div>"
+    )
+
+
+def _md_table(infos: Sequence[_RunInfo]) -> str:
+    summary, final, evaluation = _columns(infos)
+    head = ["run", *summary, *(f"log: {_header(k)}" for k in final), *(f"eval: {_header(k)}" for k in evaluation)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for idx, info in enumerate(infos):
+        cells = [info.name] + [_fmt(info.summary.get(k)) for k in summary]
+        for group, cols in (("final", final), ("evaluation", evaluation)):
+            for k in cols:
+                v = _fmt(getattr(info, group).get(k))
+                cells.append(f"**{v}**" if idx in _best(infos, group, k) else v)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _sweep_section(infos, loaded, out_dir, sweep_dir, temperatures, n_samples, seed, data) -> tuple[str | None, list]:
+    """Sweep rows and the relative path of sweep.png inside out_dir (None when there is no plot)."""
+    from llmgan.sweep import parse_temperatures, plot_sweep, read_sweep_csv, sweep_loaded_run, write_sweep
+    from llmgan.training.evaluation import held_out_corpus
+
+    target = os.path.join(out_dir, "sweep")
+    os.makedirs(target, exist_ok=True)
+    if sweep_dir:
+        rows = read_sweep_csv(os.path.join(sweep_dir, "sweep.csv"))
+        for ext in ("csv", "md", "png"):
+            src = os.path.join(sweep_dir, f"sweep.{ext}")
+            if os.path.isfile(src) and os.path.abspath(src) != os.path.abspath(os.path.join(target, f"sweep.{ext}")):
+                shutil.copyfile(src, os.path.join(target, f"sweep.{ext}"))
+        if not os.path.isfile(os.path.join(target, "sweep.png")):
+            plot_sweep(rows, os.path.join(target, "sweep.png"))
+        return "sweep/sweep.png", rows
+    temps = parse_temperatures(temperatures) if isinstance(temperatures, str) else list(temperatures)
+    rows = []
+    for info, run in zip(infos, loaded):
+        try:
+            rows.extend(sweep_loaded_run(run, temps, held_out_corpus(run, data), n_samples, seed, info.name))
+        except LLMGanError as e:  # one run without held-out data should not sink the whole report
+            info.notes.append(f"sweep skipped: {e}")
+    if not rows:
+        return None, []
+    write_sweep(rows, target)
+    return "sweep/sweep.png", rows
+
+
+def build_report(run_dirs: Sequence[str], out_dir: str, sweep_dir: str | None = None, n_samples: int | None = None,
+                 temperatures: str | Sequence[float] = DEFAULT_REPORT_TEMPERATURES, n_show: int = 10, seed: int = 0,
+                 data: str | None = None, device: str | torch.device = "cpu") -> str:
+    """Write the report for ``run_dirs`` into ``out_dir``; returns the path of index.html.
+
+    Args:
+        sweep_dir: a directory with a previous ``llmgan sweep`` (sweep.csv, sweep.png) to show
+            instead of sweeping here over ``temperatures``.
+        n_samples: samples per run for the evaluation and the sweep (default: each run's eval.n_samples).
+        n_show: sample texts shown per run.
+        data: held-out file replacing each run's test set (default: the run's own).
+    """
+    from llmgan.run import load_run
+    from llmgan.sweep import _unique_names
+    from llmgan.training.evaluation import evaluate_run
+    from llmgan.training.logging import read_metrics
+
+    if not run_dirs:
+        raise LLMGanError("report: no run directory given")
+    if sweep_dir is not None and not os.path.isfile(os.path.join(sweep_dir, "sweep.csv")):
+        raise LLMGanError(f"{sweep_dir}: no sweep.csv there (write one with `llmgan sweep ... --out DIR`)")
+    os.makedirs(out_dir, exist_ok=True)
+    infos: list[_RunInfo] = []
+    loaded = []
+    for run_dir, name in zip(run_dirs, _unique_names(run_dirs)):
+        run = load_run(run_dir, device=device)
+        records = read_metrics(run_dir)
+        info = _RunInfo(name, run_dir, records, final_metrics(records), _summary(run))
+        d = run.cfg.data
+        info.data_key = (d.oracle, d.train, d.test, d.tokenizer, data)
+        try:
+            info.evaluation = evaluate_run(run, data=data, n_samples=n_samples, rng=torch.Generator().manual_seed(seed))
+            if os.path.isfile(os.path.join(run.checkpoint, "discriminator.safetensors")):
+                # adversarial runs: can their own discriminator still tell real from generated?
+                info.evaluation.update(evaluate_run(run, data=data, metrics=["detector_auroc"], n_samples=n_samples,
+                                                    rng=torch.Generator().manual_seed(seed)))
+        except LLMGanError as e:
+            info.notes.append(f"evaluation skipped: {e}")
+        info.samples = _decode_samples(run, n_show, seed)
+        infos.append(info)
+        loaded.append(run)
+    curves = plot_curves([(i.name, i.records) for i in infos], os.path.join(out_dir, "curves"))
+    sweep_png, sweep_rows = _sweep_section(infos, loaded, out_dir, sweep_dir, temperatures, n_samples, seed, data)
+
+    ns = sorted({i.evaluation.get("n_samples") for i in infos if i.evaluation.get("n_samples")})
+    n_eval = f"{', '.join(map(str, ns)) or '?'} samples, T=1, seed {seed}"
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sweep_dir)
+    _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp)
+    return os.path.join(out_dir, "index.html")
+
+
+def _rel(path: str, out_dir: str) -> str:
+    return os.path.relpath(path, out_dir).replace(os.sep, "/")
+
+
+def _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sweep_dir) -> None:
+    e = html.escape
+    names = ", ".join(i.name for i in infos)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>llmgan report: {e(names)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>llmgan report</h1>",
+        f'<p class="meta">{len(infos)} run(s): {e(names)} — generated {e(stamp)}</p>',
+        "<h2>Metrics</h2>",
+        '<p class="meta">One row per run. ↓ lower is better, ↑ higher is better; the best value of a column among '
+        "runs on the same data is highlighted. “final training log” is the last evaluation the engine logged; "
+        "“evaluation” is recomputed now from the latest checkpoint.</p>",
+        _html_table(infos, n_eval),
+    ]
+    notes = [(i.name, n) for i in infos for n in i.notes]
+    if notes:
+        parts.append("<ul>" + "".join(f'<li class="note">{e(a)}: {e(b)}</li>' for a, b in notes) + "</ul>")
+    parts.append("<h2>Quality–diversity (temperature sweep)</h2>")
+    if sweep_png:
+        src = f" (from {e(sweep_dir)})" if sweep_dir else ""
+        temps = sorted({r["temperature"] for r in sweep_rows})
+        parts.append(
+            f'<p class="meta">Each curve is one run sampled at temperatures {e(", ".join(f"{t:g}" for t in temps))}'
+            f"{src}; point labels give the temperature. Table: <a href=\"sweep/sweep.md\">sweep.md</a>, "
+            '<a href="sweep/sweep.csv">sweep.csv</a>.</p>'
+        )
+        parts.append(f'<figure><img src="{e(sweep_png)}" alt="quality-diversity curves"></figure>')
+    else:
+        parts.append('<p class="note">No sweep (no held-out data for any run).</p>')
+    parts.append("<h2>Training curves</h2>")
+    if curves:
+        parts.append('<div class="grid">')
+        for curve, path in curves:
+            parts.append(
+                f'<figure><img src="{e(_rel(path, out_dir))}" alt="{e(curve.title)}">'
+                f"<figcaption>{e(curve.title)}</figcaption></figure>"
+            )
+        parts.append("</div>")
+    else:
+        parts.append('<p class="note">No training curves: the runs have no metrics.jsonl records.</p>')
+    parts.append("<h2>Samples</h2>")
+    for i in infos:
+        parts.append(f"<h3>{e(i.name)}</h3>")
+        parts.append('<ol class="samples">' + "".join(f"<li>{e(s) or '<i>(empty)</i>'}</li>" for s in i.samples)
+                     + "</ol>")
+    parts.append("</body></html>")
+    with open(os.path.join(out_dir, "index.html"), "w", encoding="utf-8") as f:
+        f.write("\n".join(parts) + "\n")
+
+
+def _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp) -> None:
+    lines = [
+        "# llmgan report",
+        "",
+        f"{len(infos)} run(s): {', '.join(i.name for i in infos)} — generated {stamp}",
+        "",
+        "## Metrics",
+        "",
+        f"↓ lower is better, ↑ higher is better, best in bold. `log:` = last evaluation in metrics.jsonl; "
+        f"`eval:` = recomputed now ({n_eval}).",
+        "",
+        _md_table(infos),
+        "",
+    ]
+    lines += [f"- {i.name}: {n}" for i in infos for n in i.notes]
+    lines += ["", "## Quality–diversity (temperature sweep)", ""]
+    if sweep_png:
+        from llmgan.sweep import sweep_markdown
+
+        lines += [f"![quality-diversity curves]({sweep_png})", "", sweep_markdown(sweep_rows), ""]
+    else:
+        lines += ["No sweep (no held-out data for any run).", ""]
+    lines += ["## Training curves", ""]
+    for curve, path in curves:
+        lines += [f"**{curve.title}**", "", f"![{curve.title}]({_rel(path, out_dir)})", ""]
+    lines += ["## Samples", ""]
+    for i in infos:
+        lines += [f"### {i.name}", "", "```text"]
+        # a line of backticks inside a sample would close the fence early
+        lines += [s.replace("```", "'''") or "(empty)" for s in i.samples]
+        lines += ["```", ""]
+    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
