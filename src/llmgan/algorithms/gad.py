@@ -1,0 +1,193 @@
+"""GAD-style discriminator-reward RL (Ye et al. 2025, "Black-Box On-Policy Distillation of Large
+Language Models", Generative Adversarial Distillation): the modern LLM form of a policy-gradient GAN.
+
+Value function ``max_G min_D E[-log sigmoid(D(y_real) - D(G(x)))]``: D is trained with the
+Bradley-Terry loss on (real, generated) pairs and its score of a sample is the generator's reward,
+optimised with GRPO. Per G step:
+
+1. sample ``n_groups x K`` sequences (K = ``group_size``, paper: 8). For prompt-conditioned data a
+   group would share one prompt; the engine's data here is unconditional, so a group is K samples.
+2. reward per sequence from D (no gradient): ``logodds`` = D's logit (the paper's D(G(x))), or
+   ``bradley_terry`` = log sigmoid(D(sample) - D(real)) against a real reference drawn per sample.
+3. advantages: group-normalised (GRPO, ``(r - mean_g) / (std_g + eps)``) or RLOO (``advantage: rloo``),
+   the same for every token of a sequence.
+4. ``ppo_epochs`` updates reusing the samples and their old log-probs (the policy before step 4):
+   PPO's clipped surrogate ``-min(rho A, clip(rho, 1 - eps, 1 + eps) A)``, rho = pi / pi_old per token,
+   plus ``kl_coef * KL(pi || pi_ref)`` to the frozen post-MLE reference. The KL is the per-token k3
+   estimator ``exp(d) - d - 1``, d = log pi_ref - log pi (verl's ``low_var_kl``, the paper's setting;
+   unbiased, always >= 0, clamped like verl), evaluated on the sampled tokens. Both terms are averaged
+   over all valid tokens of the batch (token-mean).
+
+D update (online, each round): the Bradley-Terry loss ``-log sigmoid(D(real) - D(fake))`` (losses.py
+``rsgan``; any other kind via ``d_loss``) on the round's own on-policy samples, each paired with a real
+sequence, gradient norm clipped at ``d_grad_clip`` (paper 0.2). During D pre-training (the paper's
+warm-up stage) the fakes are fresh samples.
+
+Log-probabilities use the sampling temperature: ``log softmax(lm_head(h) / tau)`` equals the fused
+output layer applied to ``h / tau`` with bias ``b / tau``, so no (B, T, V) logits are formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from llmgan.algorithms.base import Algorithm, GANContext, register
+from llmgan.errors import ConfigError
+from llmgan.losses import LOSS_KINDS, d_loss
+from llmgan.models.base import Generator
+from llmgan.models.output import token_log_probs
+from llmgan.rewards import group_normalized_advantages, rloo_advantages
+
+
+@dataclass
+class GADParams:
+    group_size: int = 8  # K samples per group (GAD: rollout.n = 8)
+    reward: str = "logodds"  # logodds: D's logit (GAD) | bradley_terry: log sigmoid(D(x) - D(real))
+    advantage: str = "grpo"  # grpo: group mean/std normalised (GAD) | rloo: leave-one-out baseline
+    clip_eps: float = 0.2  # PPO ratio clip (GAD via verl: 0.2)
+    ppo_epochs: int = 1  # updates per batch of samples (GAD: 1 mini-batch = the whole batch, 1 epoch)
+    kl_coef: float = 0.001  # weight of the k3 KL to the reference (GAD: kl_loss_coef 0.001, low_var_kl)
+    temperature: float = 1.0  # sampling temperature of the rollouts (GAD chat runs: 0.8; see the preset)
+    d_loss: str = "bradley_terry"  # D loss: bradley_terry (GAD; = losses.py rsgan) or any losses.py kind
+    d_grad_clip: float | None = 0.2  # D gradient-norm clip (GAD: critic.grad_clip 0.2)
+
+
+def policy_log_probs(gen: Generator, tokens: Tensor, temperature: float = 1.0) -> Tensor:
+    """Per-token log pi(y_t | y_<t) at a sampling temperature: tokens (B, T) -> (B, T), differentiable."""
+    h = gen.hidden(tokens)
+    B, T, H = h.shape
+    bias = gen.lm_head.bias
+    lp = token_log_probs(
+        h.reshape(B * T, H) / temperature,
+        gen.lm_head.weight,
+        None if bias is None else bias / temperature,
+        tokens.clamp(0, gen.vocab_size - 1).reshape(-1),
+    )
+    return lp.view(B, T)
+
+
+def k3_kl(log_p: Tensor, log_ref: Tensor) -> Tensor:
+    """Per-token k3 estimate of KL(pi || pi_ref) on samples of pi: exp(d) - d - 1 with d = log_ref - log_p.
+
+    Shapes (B, T) -> (B, T). d is clamped to [-20, 20] and the result to [-10, 10] (as verl's low_var_kl)
+    so one wildly off token cannot blow the loss up.
+    """
+    d = (log_ref - log_p).clamp(-20.0, 20.0)
+    return (torch.exp(d) - d - 1.0).clamp(-10.0, 10.0)
+
+
+def gad_policy_loss(
+    log_p: Tensor, old_log_p: Tensor, ref_log_p: Tensor, adv: Tensor, mask: Tensor, clip_eps: float, kl_coef: float
+) -> tuple[Tensor, dict]:
+    """Clipped-ratio policy loss + k3 KL penalty, token-mean over ``mask``.
+
+    log_p (B, T) current (differentiable), old_log_p (B, T) at sampling time, ref_log_p (B, T) under the
+    reference, adv (B,) per sequence, mask (B, T) bool. Returns (scalar loss, stats: kl, clip_frac, ratio).
+    """
+    m = mask.float()
+    n = m.sum().clamp(min=1)
+    ratio = torch.exp(log_p - old_log_p)
+    a = adv[:, None].to(ratio.dtype)
+    surrogate = torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
+    kl = k3_kl(log_p, ref_log_p)
+    loss = ((-surrogate + kl_coef * kl) * m).sum() / n
+    with torch.no_grad():
+        clipped = ((ratio - 1).abs() > clip_eps).float()
+        stats = {"kl": float((kl * m).sum() / n), "clip_frac": float((clipped * m).sum() / n),
+                 "ratio_mean": float((ratio * m).sum() / n)}
+    return loss, stats
+
+
+@register("gad")
+class GAD(Algorithm):
+    Params = GADParams
+    needs_reference = True
+
+    def setup(self, ctx: GANContext) -> None:
+        p = self.params
+        if p.reward not in ("logodds", "bradley_terry"):
+            raise ConfigError(f"adversarial.params.reward: expected logodds|bradley_terry, got {p.reward!r}")
+        if p.advantage not in ("grpo", "rloo"):
+            raise ConfigError(f"adversarial.params.advantage: expected grpo|rloo, got {p.advantage!r}")
+        if p.d_loss != "bradley_terry" and p.d_loss not in LOSS_KINDS:
+            raise ConfigError(f"adversarial.params.d_loss: expected bradley_terry or one of {', '.join(LOSS_KINDS)}")
+        if p.group_size < 2:
+            raise ConfigError(f"adversarial.params.group_size: expected >= 2, got {p.group_size}")
+        if p.temperature <= 0:
+            raise ConfigError(f"adversarial.params.temperature: expected > 0, got {p.temperature}")
+        self._fresh: Tensor | None = None  # the last G step's samples, D's on-policy fakes
+
+    @torch.no_grad()
+    def rewards(self, ctx: GANContext, tokens: Tensor) -> Tensor:
+        """D's reward (N,) of each sequence in tokens (N, T)."""
+        D = ctx.discriminator
+        D.eval()
+        with ctx.autocast():
+            logits = D(tokens).float()
+            if self.params.reward == "bradley_terry":
+                real, _ = ctx.real_batch(tokens.size(0))  # one reference per sample (its prompt's, if any)
+                logits = F.logsigmoid(logits - D(real).float())
+        D.train()
+        return logits
+
+    def g_step(self, ctx: GANContext) -> dict:
+        p, G = self.params, ctx.generator
+        K = p.group_size
+        n_groups = max(1, ctx.cfg.g_batch_size // K)
+        samples = ctx.sample(n_groups * K, temperature=p.temperature)  # groups are consecutive rows
+        tokens, mask = samples.tokens, samples.mask()
+        r = self.rewards(ctx, tokens)  # (N,)
+        adv = group_normalized_advantages(r, K) if p.advantage == "grpo" else rloo_advantages(r, K)
+        ref = ctx.reference()
+        with torch.no_grad(), ctx.autocast():
+            old_lp = policy_log_probs(G, tokens, p.temperature).float()
+            ref_lp = policy_log_probs(ref, tokens, p.temperature).float()
+        stats: dict = {}
+        g_loss = 0.0
+        for _ in range(max(p.ppo_epochs, 1)):
+            with ctx.autocast():
+                lp = policy_log_probs(G, tokens, p.temperature).float()
+            loss, stats = gad_policy_loss(lp, old_lp, ref_lp, adv, mask, p.clip_eps, p.kl_coef)
+            g_loss = ctx.update_generator(loss)
+        self._fresh = tokens
+        groups = r.view(n_groups, K)
+        return {
+            "g_loss": g_loss,
+            "reward_mean": float(r.mean()),
+            "reward_std": float(r.std()) if r.numel() > 1 else 0.0,
+            "zero_var_groups": float((groups.std(1, unbiased=False) < 1e-8).float().mean()),  # no signal there
+            "response_len": float(samples.lengths.float().mean()),
+            **stats,
+        }
+
+    def d_step(self, ctx: GANContext) -> dict:
+        p, D, cfg = self.params, ctx.discriminator, ctx.cfg
+        if self._fresh is not None and ctx.phase != "d_pretrain":
+            fake, self._fresh = self._fresh, None  # on-policy: the samples G was just trained on
+        else:
+            fake = ctx.sample(cfg.d_samples, temperature=p.temperature).tokens
+        real, _ = ctx.real_batch(fake.size(0))  # row i pairs with fake row i
+        kind = "rsgan" if p.d_loss == "bradley_terry" else p.d_loss
+        D.train()
+        bs, n = cfg.d_batch_size, fake.size(0)
+        stats = {"d_loss": 0.0, "d_acc_real": 0.0, "d_acc_fake": 0.0, "d_pair_acc": 0.0}
+        for _ in range(max(cfg.d_epochs, 0)):
+            perm = torch.randperm(n, generator=ctx.rng)
+            tot, acc_r, acc_f, acc_p, batches = 0.0, 0.0, 0.0, 0.0, 0
+            for start in range(0, n, bs):
+                idx = perm[start : start + bs].to(fake.device)
+                with ctx.autocast():
+                    lr, lf = D(real[idx]).float(), D(fake[idx]).float()
+                    loss = d_loss(lr, lf, kind)
+                tot += ctx.update_discriminator(loss, clip=p.d_grad_clip)
+                acc_r += float((lr > 0).float().mean())
+                acc_f += float((lf <= 0).float().mean())
+                acc_p += float((lr > lf).float().mean())  # the pair is ranked right (what BT trains)
+                batches += 1
+            stats = {"d_loss": tot / batches, "d_acc_real": acc_r / batches, "d_acc_fake": acc_f / batches,
+                     "d_pair_acc": acc_p / batches}
+        return stats
