@@ -89,7 +89,7 @@ def _parse_prompts(run, args):
     if not texts:
         return None, None
     tok = run.tokenizer
-    ids = [tok.encode(t) for t in texts]
+    ids = [run.encode_prompt(t) for t in texts]  # label / chat-template formatting of conditional runs
     P = max(len(x) for x in ids)
     pad = tok.pad_id if tok.pad_id is not None else 0
     prompt = torch.full((len(ids), P), pad, dtype=torch.long)

@@ -26,7 +26,7 @@ class DataConfig:
     test: str | None = None  # test file; None: split off the training file by `split`
     field: str = "text"  # JSONL field holding the text
     split: list[float] = dc_field(default_factory=lambda: [0.9, 0.05, 0.05])  # train/valid/test fractions
-    tokenizer: str = "word"  # word | char | bpe | ids (space-separated integer ids, the oracle's format)
+    tokenizer: str = "word"  # word | char | bpe | ids (integer ids, the oracle's format) | hf (the hf: model's own)
     vocab_size: int | None = None  # cap on the vocabulary (incl. specials); ids: the vocabulary size
     min_freq: int = 1  # word/char tokens rarer than this become <unk>
     max_len: int = 64  # maximum tokens per sample (incl. EOS)
@@ -37,6 +37,13 @@ class DataConfig:
     oracle_samples: int = 10000  # with `oracle` and no `train`: training samples drawn from the oracle
     oracle_test_samples: int = 10000  # ... and held-out samples drawn for validation/test
     seq_len: int = 20  # with `oracle`: sequence length
+    # Conditional runs (docs/llm.md). prompt_field set: JSONL {prompt_field, response_field} pairs, MLE = SFT
+    # on the responses only; label_field set: class-conditional {field, label_field}, the label is the prompt.
+    prompt_field: str | None = None  # JSONL field holding the prompt (None: unconditional unless label_field)
+    response_field: str = "response"  # JSONL field holding the response (with prompt_field)
+    label_field: str | None = None  # class-conditional: JSONL field of the class label (prompt "<label=x>")
+    max_prompt_len: int = 64  # maximum prompt tokens (longer prompts keep their last tokens)
+    chat_template: bool = True  # hf tokenizers: wrap prompts in the model's chat template when it has one
 
 
 @dataclass
@@ -245,9 +252,21 @@ def validate(cfg: RunConfig) -> None:
     """Reject impossible configurations with a one-line message naming the field."""
     d, t, a = cfg.data, cfg.train, cfg.adversarial
     _require(
-        d.tokenizer in ("word", "char", "bpe", "ids"),
-        f"data.tokenizer: expected word|char|bpe|ids, got {d.tokenizer!r}",
+        d.tokenizer in ("word", "char", "bpe", "ids", "hf"),
+        f"data.tokenizer: expected word|char|bpe|ids|hf, got {d.tokenizer!r}",
     )
+    hf_gen = cfg.generator.name.startswith("hf:")
+    _require(
+        hf_gen == (d.tokenizer == "hf"),
+        "data.tokenizer: an hf:<model> generator needs data.tokenizer: hf (the model's own tokenizer)"
+        if hf_gen
+        else "data.tokenizer: hf means the hf:<model> generator's tokenizer; the generator is not an hf: model",
+    )
+    _require(
+        d.prompt_field is None or d.label_field is None,
+        "data.prompt_field / data.label_field: set one of them (prompt/response SFT or class-conditional)",
+    )
+    _require(d.max_prompt_len >= 1, f"data.max_prompt_len: expected >= 1, got {d.max_prompt_len}")
     _require(
         d.overflow in ("truncate", "drop", "error"), f"data.overflow: expected truncate|drop|error, got {d.overflow!r}"
     )

@@ -50,6 +50,21 @@ class LoadedRun:
         texts = load_texts(path, field=self.cfg.data.field)
         return encode_corpus(list(texts), self.tokenizer, self.max_len, overflow="truncate", source=path)
 
+    @property
+    def is_conditional(self) -> bool:
+        """Trained on prompt/response pairs or class labels (data.prompt_field / data.label_field)."""
+        return self.cfg.data.prompt_field is not None or self.cfg.data.label_field is not None
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Prompt ids as in training: a class-conditional run takes the label (``pos`` -> ``<label=pos>``),
+        hf tokenizers with a chat template wrap the prompt in it (llmgan.apps.sft)."""
+        from llmgan.apps.sft import format_prompt, label_prompt
+
+        d = self.cfg.data
+        if d.label_field is not None and not text.startswith("<label="):
+            text = label_prompt(text)
+        return self.tokenizer.encode(format_prompt(self.tokenizer, text, d) if self.is_conditional else text)
+
     def held_out_path(self) -> str | None:
         """The run's test file: the configured one, or the oracle's held-out samples."""
         if self.cfg.data.test:
@@ -81,4 +96,10 @@ def load_run(run_dir: str, device: str | torch.device = "cpu") -> LoadedRun:
         from llmgan.training.data_setup import load_oracle
 
         oracle = load_oracle(cfg.data.oracle).to(device)
-    return LoadedRun(run_dir, cfg, tokenizer, generator, ckpt, oracle)
+    run = LoadedRun(run_dir, cfg, tokenizer, generator, ckpt, oracle)
+    if hasattr(generator, "set_feature_fn") and os.path.isfile(os.path.join(ckpt, "discriminator.safetensors")):
+        # LeakGAN samples with its discriminator's leaked features: reattach the run's D.
+        from llmgan.models.generators.leakgan import attach_discriminator
+
+        attach_discriminator(generator, run.discriminator())
+    return run

@@ -63,6 +63,16 @@ class GANContext:
     def round(self) -> int:
         return int(self._t.state.get("round", 0))
 
+    @property
+    def phase(self) -> str:
+        """The engine's phase: "d_pretrain" or "adversarial" (lets d_step tell pre-training apart)."""
+        return str(self._t.state.get("phase", "adversarial"))
+
+    @property
+    def d_pretrain_step(self) -> int:
+        """Discriminator pre-training refreshes completed so far."""
+        return int(self._t.state.get("d_pretrain", 0))
+
     # --- data ---------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, generator=None, **kwargs) -> Samples:

@@ -338,6 +338,10 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise DataError(f"{path}: not an llmgan tokenizer file {expected}")
     kind = doc.get("kind")
+    if kind == "hf":  # a Hugging Face model's tokenizer, stored by name (llmgan.data.hf_tokenizer)
+        from llmgan.data.hf_tokenizer import HFTokenizer
+
+        return HFTokenizer.from_dict(doc)
     if kind not in _CLASSES:
         raise DataError(f"{path}: unknown tokenizer kind {kind!r} (expected one of {', '.join(KINDS)})")
     try:

@@ -24,6 +24,10 @@ def make_generator(cfg: ModelConfig, tokenizer) -> Generator:
     for k in ("vocab_size", "bos_id", "eos_id", "pad_id"):
         if k in kwargs:
             raise ConfigError(f"generator.kwargs.{k}: set by the tokenizer, remove it from the config")
+    if cfg.name.startswith("hf:"):  # a Hugging Face causal LM (llmgan.models.hf)
+        from llmgan.models.hf import build_hf_generator
+
+        return build_hf_generator(cfg.name, tokenizer, **kwargs)
     kwargs.update(token_ids(tokenizer))
     return build_generator(cfg.name, **kwargs)
 
@@ -34,6 +38,10 @@ def make_discriminator(cfg: ModelConfig, tokenizer):
     kwargs = dict(cfg.kwargs)
     if "vocab_size" in kwargs:
         raise ConfigError("discriminator.kwargs.vocab_size: set by the tokenizer, remove it from the config")
+    if cfg.name.startswith("hf:"):  # a Hugging Face encoder / causal LM backbone (llmgan.models.hf)
+        from llmgan.models.hf import build_hf_discriminator
+
+        return build_hf_discriminator(cfg.name, tokenizer, **kwargs)
     if tokenizer.pad_id is not None:
         kwargs.setdefault("pad_id", tokenizer.pad_id)
     return build_discriminator(cfg.name, vocab_size=tokenizer.vocab_size, **kwargs)

@@ -39,6 +39,10 @@ class RunData:
     test: EncodedCorpus | None
     oracle: Generator | None
     max_len: int  # sample length used for generation and evaluation
+    # conditional runs (llmgan.apps.sft): left-padded prompts (N, P) aligned with the rows above
+    train_prompts: torch.Tensor | None = None
+    valid_prompts: torch.Tensor | None = None
+    test_prompts: torch.Tensor | None = None
 
 
 def load_oracle(spec: str) -> Generator:
@@ -71,6 +75,10 @@ def _oracle_corpora(cfg: RunConfig, run_dir: str, oracle: Generator, tokenizer: 
 
 def prepare_data(cfg: RunConfig, run_dir: str, resume: bool = False) -> RunData:
     d = cfg.data
+    if d.prompt_field is not None or d.label_field is not None:  # prompt/response or class-conditional
+        from llmgan.apps.sft import prepare_conditional_data
+
+        return prepare_conditional_data(cfg, run_dir, resume)
     oracle = load_oracle(d.oracle) if d.oracle else None
     tok_path = os.path.join(run_dir, "tokenizer.json")
     train_path, valid_path, test_path = d.train, d.valid, d.test
@@ -95,7 +103,11 @@ def prepare_data(cfg: RunConfig, run_dir: str, resume: bool = False) -> RunData:
         info(f"cleaning: {report}")
     if oracle is None:
         init_tok = os.path.join(cfg.train.init_from, "tokenizer.json") if cfg.train.init_from else None
-        if resume and os.path.isfile(tok_path):
+        if d.tokenizer == "hf":  # the hf:<model> generator's own tokenizer
+            from llmgan.apps.sft import run_tokenizer
+
+            tokenizer = run_tokenizer(cfg, train_texts, tok_path, resume)
+        elif resume and os.path.isfile(tok_path):
             tokenizer = load_tokenizer(tok_path)
         elif init_tok is not None:  # continue another run: its vocabulary, not a new one
             tokenizer = load_tokenizer(init_tok)

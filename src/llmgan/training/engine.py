@@ -262,8 +262,13 @@ class Trainer:
                 tokens = train.tokens[idx, : int(lengths.max())].to(self.device)
                 mask = (torch.arange(tokens.size(1))[None, :] < lengths[:, None]).to(self.device)
                 n_tok = int(mask.sum())
+                prompt = None
+                if self.data.train_prompts is not None:  # SFT: prompts condition, only responses are targets
+                    from llmgan.apps.sft import trim_prompt
+
+                    prompt = trim_prompt(self.data.train_prompts[idx], g.pad_id).to(self.device)
                 with self.autocast():
-                    loss = g.weighted_nll(tokens, mask.float() / n_tok)
+                    loss = g.weighted_nll(tokens, mask.float() / n_tok, prompt=prompt)
                 self.check_finite(loss, "MLE loss")
                 self.g_opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -328,7 +333,12 @@ class Trainer:
     def evaluate(self, final: bool = False) -> dict:
         """Oracle NLL (oracle runs), validation and test NLL; logged; samples dumped."""
         e = self.cfg.eval
-        metrics, samples = evaluate_generator(
+        evaluate = evaluate_generator
+        if self.data.train_prompts is not None:  # conditional run: responses given their prompts
+            from llmgan.apps.sft import conditional_evaluator
+
+            evaluate = conditional_evaluator(self.data)
+        metrics, samples = evaluate(
             self.generator,
             oracle=self.data.oracle,
             valid=self.data.valid,
