@@ -8,12 +8,16 @@ from typing import Any
 from llmgan.errors import ConfigError
 from llmgan.models.base import Generator
 from llmgan.models.generators.gpt import GPTGenerator, GPTGeneratorConfig
+from llmgan.models.generators.leakgan import LeakGANGenerator, LeakGANGeneratorConfig
 from llmgan.models.generators.lstm import LSTMGenerator, LSTMGeneratorConfig
 from llmgan.models.generators.oracle import load_seqgan_oracle, oracle_nll, random_oracle
+from llmgan.models.generators.rmc import RMCGenerator, RMCGeneratorConfig
 
 _REGISTRY: dict[str, Callable[..., Generator]] = {
     "lstm": lambda **kw: LSTMGenerator(LSTMGeneratorConfig(**kw)),
     "gpt": lambda **kw: GPTGenerator(GPTGeneratorConfig(**kw)),
+    "leakgan": lambda **kw: LeakGANGenerator(LeakGANGeneratorConfig(**kw)),
+    "rmc": lambda **kw: RMCGenerator(RMCGeneratorConfig(**kw)),
 }
 
 
