@@ -44,6 +44,7 @@ class Ctx:
         self.device = torch.device("cpu")
         self.max_len = real.size(1)
         self.rng = torch.Generator().manual_seed(0)
+        self.data_rng = torch.Generator().manual_seed(1)
         self.round = 0
         self.real = real
         self.metrics: dict = {}

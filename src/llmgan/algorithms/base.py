@@ -41,7 +41,8 @@ class GANContext:
 
     generator, discriminator: the models being trained (discriminator may be None)
     g_opt, d_opt: their optimizers (adversarial learning rates)
-    cfg: the run's AdversarialConfig; device; max_len: sample length; rng: sampling torch.Generator
+    cfg: the run's AdversarialConfig; device; max_len: sample length
+    rng: sampling torch.Generator on the model's device; data_rng: CPU generator for indices/permutations
     round: the current adversarial round (0-based)
     """
 
@@ -54,7 +55,8 @@ class GANContext:
         self.cfg = trainer.cfg.adversarial
         self.device = trainer.device
         self.max_len = trainer.max_len
-        self.rng = trainer.sample_rng
+        self.rng = trainer.sample_rng  # on the model's device: sampling
+        self.data_rng = trainer.data_rng  # on the CPU: data indices, permutations, latent codes
         self.tokenizer = trainer.data.tokenizer
         self.pad_id = trainer.data.tokenizer.pad_id
         self.metrics: dict[str, float] = {}
@@ -74,9 +76,18 @@ class GANContext:
         return int(self._t.state.get("d_pretrain", 0))
 
     # --- data ---------------------------------------------------------------------------------
+    @property
+    def conditional(self) -> bool:
+        """True for prompt/response (or class-conditional) runs: ``real_pairs`` gives aligned prompts."""
+        return getattr(self._t.data, "train_prompts", None) is not None
+
     @torch.no_grad()
     def sample(self, n: int, generator=None, **kwargs) -> Samples:
-        """n fresh samples from the generator (or another policy), no gradient."""
+        """n fresh samples from the generator (or another policy), no gradient.
+
+        ``prompt=`` (n, P) left-padded ids (e.g. from :meth:`real_pairs`) conditions each row; other
+        keyword arguments (temperature, top_k, ...) go to ``Generator.sample``.
+        """
         g = generator or self.generator
         was = g.training
         g.eval()
@@ -87,12 +98,33 @@ class GANContext:
     def real_batch(self, n: int) -> tuple[Tensor, Tensor]:
         """n random real training sequences: tokens (n, T) padded to max_len, lengths (n,)."""
         train = self._t.data.train
-        idx = torch.randint(0, len(train), (n,), generator=self.rng)
+        idx = torch.randint(0, len(train), (n,), generator=self.data_rng)
         tokens = train.tokens[idx]
         if tokens.size(1) < self.max_len:
             pad = self.pad_id if self.pad_id is not None else 0
             tokens = torch.nn.functional.pad(tokens, (0, self.max_len - tokens.size(1)), value=pad)
         return tokens[:, : self.max_len].to(self.device), train.lengths[idx].clamp(max=self.max_len).to(self.device)
+
+    def real_pairs(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """n random (prompt, reference response) training pairs of a conditional run.
+
+        Returns prompts (n, P) left-padded and trimmed to the batch's longest prompt, responses (n, T)
+        padded to max_len, lengths (n,) -- row i of each belongs to the same record.
+        """
+        from llmgan.apps.sft import trim_prompt
+
+        data = self._t.data
+        if data.train_prompts is None:
+            raise ValueError("real_pairs: this run has no prompts (unconditional data); use real_batch")
+        train = data.train
+        idx = torch.randint(0, len(train), (n,), generator=self.rng)
+        tokens = train.tokens[idx]
+        if tokens.size(1) < self.max_len:
+            pad = self.pad_id if self.pad_id is not None else 0
+            tokens = torch.nn.functional.pad(tokens, (0, self.max_len - tokens.size(1)), value=pad)
+        prompts = trim_prompt(data.train_prompts[idx], self.pad_id)
+        lengths = train.lengths[idx].clamp(max=self.max_len)
+        return prompts.to(self.device), tokens[:, : self.max_len].to(self.device), lengths.to(self.device)
 
     def mask(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         return torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None]
@@ -119,6 +151,19 @@ class GANContext:
     def reference(self):
         """A frozen copy of the generator as it was after MLE pre-training (for KL leashes)."""
         return self._t.reference_generator()
+
+    @torch.no_grad()
+    def sync_reference(self) -> None:
+        """Copy the generator's current weights into the frozen reference (SPIN's opponent refresh).
+
+        The reference stays frozen and in eval mode; it is checkpointed with the run, so a resumed run
+        keeps the opponent it had.
+        """
+        ref = self.reference()
+        if ref is None:
+            raise ValueError("sync_reference: the algorithm has no reference (set needs_reference = True)")
+        ref.load_state_dict(self.generator.state_dict())
+        ref.requires_grad_(False).eval()
 
     def autocast(self):
         return self._t.autocast()
@@ -179,8 +224,8 @@ def train_discriminator(ctx: GANContext, real: Tensor, fake: Tensor, epochs: int
     n = min(len(real), len(fake))
     stats = {"d_loss": 0.0, "d_acc_real": 0.0, "d_acc_fake": 0.0}
     for _ in range(max(epochs, 0)):
-        perm_r = torch.randperm(len(real), generator=ctx.rng)[:n]
-        perm_f = torch.randperm(len(fake), generator=ctx.rng)[:n]
+        perm_r = torch.randperm(len(real), generator=ctx.data_rng)[:n]
+        perm_f = torch.randperm(len(fake), generator=ctx.data_rng)[:n]
         tot, acc_r, acc_f, batches = 0.0, 0.0, 0.0, 0
         for start in range(0, n, bs):
             r = real[perm_r[start : start + bs]].to(ctx.device)

@@ -176,7 +176,7 @@ class GAD(Algorithm):
         bs, n = cfg.d_batch_size, fake.size(0)
         stats = {"d_loss": 0.0, "d_acc_real": 0.0, "d_acc_fake": 0.0, "d_pair_acc": 0.0}
         for _ in range(max(cfg.d_epochs, 0)):
-            perm = torch.randperm(n, generator=ctx.rng)
+            perm = torch.randperm(n, generator=ctx.data_rng)
             tot, acc_r, acc_f, acc_p, batches = 0.0, 0.0, 0.0, 0.0, 0
             for start in range(0, n, bs):
                 idx = perm[start : start + bs].to(fake.device)

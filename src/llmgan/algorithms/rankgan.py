@@ -129,8 +129,8 @@ class RankGAN(SeqGAN):
         D.train()
         stats = {"d_loss": 0.0, "d_acc_real": 0.0, "d_acc_fake": 0.0}
         for _ in range(max(epochs, 0)):
-            perm_r = torch.randperm(len(real), generator=ctx.rng)[:n]
-            perm_f = torch.randperm(len(fake), generator=ctx.rng)[:n]
+            perm_r = torch.randperm(len(real), generator=ctx.data_rng)[:n]
+            perm_f = torch.randperm(len(fake), generator=ctx.data_rng)[:n]
             tot, acc_r, acc_f, batches = 0.0, 0.0, 0.0, 0
             for start in range(0, n, bs):
                 r = real[perm_r[start : start + bs]].to(ctx.device)

@@ -160,7 +160,7 @@ class GumbelAlgorithm(Algorithm):
         dim = int(getattr(getattr(ctx.generator, "cfg", None), "latent_dim", 0) or 0)
         if not self.params.use_latent or dim <= 0:
             return None
-        return torch.randn(n, dim, generator=ctx.rng).to(ctx.device)
+        return torch.randn(n, dim, generator=ctx.data_rng).to(ctx.device)
 
     def relaxed(self, ctx: GANContext, n: int) -> Relaxed:
         """n Gumbel-softmax samples at the current temperature: soft (n, T, V) with gradient to G."""

@@ -100,7 +100,8 @@ class Trainer:
         total = t.max_steps if t.max_steps is not None else t.epochs * steps_per_epoch
         self.g_sched = torch.optim.lr_scheduler.LambdaLR(self.g_opt, lr_lambda(t.lr_schedule, t.warmup_steps, total))
         # sampling RNG for evaluation and adversarial samples: per rank, checkpointed
-        self.sample_rng = torch.Generator(device="cpu").manual_seed(cfg.seed * 1009 + 17 + self.rank)
+        self.sample_rng = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + 17 + self.rank)
+        self.data_rng = torch.Generator().manual_seed(cfg.seed * 1013 + 29 + self.rank)
         self.logger = MetricsLogger(self.run_dir)
         self.state = {
             "phase": "mle",
@@ -160,13 +161,19 @@ class Trainer:
     def save(self) -> None:
         self.state["sched"] = self.g_sched.state_dict()
         path = self.checkpointer.save(
-            self.global_step, self.models(), self.optimizers(), dict(self.state), generators={"sample": self.sample_rng}
+            self.global_step,
+            self.models(),
+            self.optimizers(),
+            dict(self.state),
+            generators={"sample": self.sample_rng, "data": self.data_rng},
         )
         if path:
             self.latest_checkpoint = path
 
     def _load(self, path: str) -> dict:
-        state = Checkpointer.load(path, self.models(), self.optimizers(), generators={"sample": self.sample_rng})
+        state = Checkpointer.load(
+            path, self.models(), self.optimizers(), generators={"sample": self.sample_rng, "data": self.data_rng}
+        )
         if "sched" in state:
             self.g_sched.load_state_dict(state["sched"])
         return state
