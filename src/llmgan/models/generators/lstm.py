@@ -22,7 +22,7 @@ class LSTMGeneratorConfig:
     bos_id: int = 1
     eos_id: int | None = 2
     pad_id: int | None = 0
-    init_std: float | None = None  # None: PyTorch defaults; a float: N(0, std) like SeqGAN's 0.1
+    init_std: float | None = 0.1  # N(0, std) for every parameter, as SeqGAN (0.1); None: PyTorch defaults
 
 
 class LSTMGenerator(Generator):
