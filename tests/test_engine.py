@@ -225,3 +225,28 @@ def test_torchrun_two_processes(tmp_path):
     mle_steps = json.load(open(os.path.join(Checkpointer(str(run)).latest(), "state.json")))["state"]["mle_step"]
     assert mle_steps == 2 * 6
     assert load_run(str(run)).generator is not None
+
+
+def test_generate_interpolates_latent_codes(tmp_path, capsys):
+    """A generator with a latent code: --interpolate walks z0 -> z1; a fixed z plus the seed reproduces."""
+    cfg = tiny_config(make_corpus(tmp_path / "train.txt", n=80), epochs=1)
+    cfg.generator.kwargs["latent_dim"] = 4
+    Trainer(cfg, str(tmp_path / "run")).run()
+    run = load_run(str(tmp_path / "run"))
+    with torch.no_grad():  # a visible effect of z, so the walk changes the samples
+        run.generator.latent.weight.mul_(50)
+    z = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    a = run.generator.sample(2, 8, z=z, generator=torch.Generator().manual_seed(3)).tokens
+    b = run.generator.sample(2, 8, z=z, generator=torch.Generator().manual_seed(3)).tokens
+    assert torch.equal(a, b)
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "run"), "-n", "6", "--interpolate", "--seed", "1"]) == 0
+    first = capsys.readouterr().out.strip().splitlines()
+    assert main(["generate", str(tmp_path / "run"), "-n", "6", "--interpolate", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == first and len(first) == 6
+    assert main(["generate", str(tmp_path / "run"), "-n", "2", "--interpolate", "--seed", "2"]) == 0
+    capsys.readouterr()
+    cfg2 = tiny_config(make_corpus(tmp_path / "t2.txt", n=40), epochs=1)
+    Trainer(cfg2, str(tmp_path / "plain")).run()
+    assert main(["generate", str(tmp_path / "plain"), "--interpolate"]) == 2
+    assert "latent" in capsys.readouterr().err
