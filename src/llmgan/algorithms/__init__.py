@@ -9,6 +9,7 @@ from llmgan.algorithms import (
     relgan,  # noqa: F401,E402  (registration)
     scratchgan,  # noqa: F401,E402  (registration)
     seqgan,  # noqa: F401,E402  (registration)
+    spin,  # noqa: F401,E402  (registration)
     textgan,  # noqa: F401,E402  (registration)
     wgangp,  # noqa: F401,E402  (registration)
 )

@@ -81,6 +81,11 @@ class GANContext:
         """True for prompt/response (or class-conditional) runs: ``real_pairs`` gives aligned prompts."""
         return getattr(self._t.data, "train_prompts", None) is not None
 
+    @property
+    def n_train(self) -> int:
+        """Number of training sequences (pairs, when conditional)."""
+        return len(self._t.data.train)
+
     @torch.no_grad()
     def sample(self, n: int, generator=None, **kwargs) -> Samples:
         """n fresh samples from the generator (or another policy), no gradient.
@@ -117,7 +122,7 @@ class GANContext:
         if data.train_prompts is None:
             raise ValueError("real_pairs: this run has no prompts (unconditional data); use real_batch")
         train = data.train
-        idx = torch.randint(0, len(train), (n,), generator=self.rng)
+        idx = torch.randint(0, len(train), (n,), generator=self.data_rng)
         tokens = train.tokens[idx]
         if tokens.size(1) < self.max_len:
             pad = self.pad_id if self.pad_id is not None else 0

@@ -5,23 +5,29 @@ Value function ``max_G min_D E[-log sigmoid(D(y_real) - D(G(x)))]``: D is traine
 Bradley-Terry loss on (real, generated) pairs and its score of a sample is the generator's reward,
 optimised with GRPO. Per G step:
 
-1. sample ``n_groups x K`` sequences (K = ``group_size``, paper: 8). For prompt-conditioned data a
-   group would share one prompt; the engine's data here is unconditional, so a group is K samples.
-2. reward per sequence from D (no gradient): ``logodds`` = D's logit (the paper's D(G(x))), or
-   ``bradley_terry`` = log sigmoid(D(sample) - D(real)) against a real reference drawn per sample.
+1. sample ``n_groups x K`` sequences (K = ``group_size``, paper: 8). Conditional runs (prompt/response
+   data, ``RunData.train_prompts``): a group is K responses to ONE training prompt, drawn with its
+   reference response (``GANContext.real_pairs``). Unconditional runs: a group is K samples.
+2. reward per sequence from D (no gradient): ``logodds`` = D's logit (the paper's D(G(x)); with
+   prompts ``D(response, prompt=prompt)``), or ``bradley_terry`` = log sigmoid(D(sample) - D(real))
+   against the prompt's reference response (conditional) or a real sequence drawn per sample.
 3. advantages: group-normalised (GRPO, ``(r - mean_g) / (std_g + eps)``) or RLOO (``advantage: rloo``),
    the same for every token of a sequence.
 4. ``ppo_epochs`` updates reusing the samples and their old log-probs (the policy before step 4):
    PPO's clipped surrogate ``-min(rho A, clip(rho, 1 - eps, 1 + eps) A)``, rho = pi / pi_old per token,
-   plus ``kl_coef * KL(pi || pi_ref)`` to the frozen post-MLE reference. The KL is the per-token k3
+   plus ``kl_coef * KL(pi || pi_ref)`` to the frozen post-MLE (= SFT) reference, both policies reading
+   the same prompt. The KL is the per-token k3
    estimator ``exp(d) - d - 1``, d = log pi_ref - log pi (verl's ``low_var_kl``, the paper's setting;
    unbiased, always >= 0, clamped like verl), evaluated on the sampled tokens. Both terms are averaged
    over all valid tokens of the batch (token-mean).
 
 D update (online, each round): the Bradley-Terry loss ``-log sigmoid(D(real) - D(fake))`` (losses.py
 ``rsgan``; any other kind via ``d_loss``) on the round's own on-policy samples, each paired with a real
-sequence, gradient norm clipped at ``d_grad_clip`` (paper 0.2). During D pre-training (the paper's
-warm-up stage) the fakes are fresh samples.
+sequence -- with prompts, the reference response of the SAME prompt, both scored given the prompt --,
+gradient norm clipped at ``d_grad_clip`` (paper 0.2). During D pre-training (the paper's warm-up
+stage, after the engine's MLE phase = SFT on the responses) the fakes are fresh samples (for random
+training prompts when conditional). GAD's frozen-discriminator ablation is ``adversarial.d_steps: 0``:
+D is trained in the warm-up only and then fixed.
 
 Log-probabilities use the sampling temperature: ``log softmax(lm_head(h) / tau)`` equals the fused
 output layer applied to ``h / tau`` with bias ``b / tau``, so no (B, T, V) logits are formed.
@@ -56,9 +62,11 @@ class GADParams:
     d_grad_clip: float | None = 0.2  # D gradient-norm clip (GAD: critic.grad_clip 0.2)
 
 
-def policy_log_probs(gen: Generator, tokens: Tensor, temperature: float = 1.0) -> Tensor:
-    """Per-token log pi(y_t | y_<t) at a sampling temperature: tokens (B, T) -> (B, T), differentiable."""
-    h = gen.hidden(tokens)
+def policy_log_probs(gen: Generator, tokens: Tensor, temperature: float = 1.0, prompt: Tensor | None = None) -> Tensor:
+    """Per-token log pi(y_t | prompt, y_<t) at a sampling temperature: tokens (B, T) -> (B, T), differentiable.
+
+    ``prompt`` (B, P) left-padded ids conditions each row (None: unconditional)."""
+    h = gen.hidden(tokens, prompt)
     B, T, H = h.shape
     bias = gen.lm_head.bias
     lp = token_log_probs(
@@ -78,6 +86,15 @@ def k3_kl(log_p: Tensor, log_ref: Tensor) -> Tensor:
     """
     d = (log_ref - log_p).clamp(-20.0, 20.0)
     return (torch.exp(d) - d - 1.0).clamp(-10.0, 10.0)
+
+
+def bradley_terry_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """GAD's discriminator loss on paired scores: mean of ``-log sigmoid(D(real_i) - D(fake_i))``.
+
+    real, fake: (N,) logits where row i of both belongs to the same prompt (the teacher's / reference
+    response and G's). Equal to ``losses.d_loss(real, fake, "rsgan")``.
+    """
+    return F.softplus(-(real - fake)).mean()
 
 
 def gad_policy_loss(
@@ -119,18 +136,32 @@ class GAD(Algorithm):
             raise ConfigError(f"adversarial.params.group_size: expected >= 2, got {p.group_size}")
         if p.temperature <= 0:
             raise ConfigError(f"adversarial.params.temperature: expected > 0, got {p.temperature}")
-        self._fresh: Tensor | None = None  # the last G step's samples, D's on-policy fakes
+        # the last G step's samples (D's on-policy fakes), with their prompts and references (None if unconditional)
+        self._fresh: tuple[Tensor, Tensor | None, Tensor | None] | None = None
 
     @torch.no_grad()
-    def rewards(self, ctx: GANContext, tokens: Tensor) -> Tensor:
-        """D's reward (N,) of each sequence in tokens (N, T)."""
+    def rewards(self, ctx: GANContext, tokens: Tensor, prompt: Tensor | None = None,
+                reference: Tensor | None = None, group_size: int = 1) -> Tensor:
+        """D's reward (N,) of each sequence in tokens (N, T).
+
+        prompt (N, P): D judges each response given its prompt. reference (N, T): the prompt's reference
+        response for ``bradley_terry`` (rows of a group share it; it is scored once per group of
+        ``group_size`` consecutive rows). Without a reference, ``bradley_terry`` draws a real sequence per row.
+        """
         D = ctx.discriminator
         D.eval()
+        kw = {} if prompt is None else {"prompt": prompt}
         with ctx.autocast():
-            logits = D(tokens).float()
+            logits = D(tokens, **kw).float()
             if self.params.reward == "bradley_terry":
-                real, _ = ctx.real_batch(tokens.size(0))  # one reference per sample (its prompt's, if any)
-                logits = F.logsigmoid(logits - D(real).float())
+                if reference is None:
+                    real, _ = ctx.real_batch(tokens.size(0))  # one reference per sample
+                    ref_scores = D(real).float()
+                else:
+                    k = max(group_size, 1)
+                    kw_ref = {} if prompt is None else {"prompt": prompt[::k]}
+                    ref_scores = D(reference[::k], **kw_ref).float().repeat_interleave(k)
+                logits = F.logsigmoid(logits - ref_scores)
         D.train()
         return logits
 
@@ -138,22 +169,28 @@ class GAD(Algorithm):
         p, G = self.params, ctx.generator
         K = p.group_size
         n_groups = max(1, ctx.cfg.g_batch_size // K)
-        samples = ctx.sample(n_groups * K, temperature=p.temperature)  # groups are consecutive rows
+        prompt = reference = None
+        if ctx.conditional:  # a group = K responses to one training prompt (GAD: rollout.n per prompt)
+            prompts, refs, _ = ctx.real_pairs(n_groups)
+            prompt, reference = prompts.repeat_interleave(K, 0), refs.repeat_interleave(K, 0)
+            samples = ctx.sample(n_groups * K, temperature=p.temperature, prompt=prompt)
+        else:
+            samples = ctx.sample(n_groups * K, temperature=p.temperature)  # groups are consecutive rows
         tokens, mask = samples.tokens, samples.mask()
-        r = self.rewards(ctx, tokens)  # (N,)
+        r = self.rewards(ctx, tokens, prompt, reference, K)  # (N,)
         adv = group_normalized_advantages(r, K) if p.advantage == "grpo" else rloo_advantages(r, K)
         ref = ctx.reference()
         with torch.no_grad(), ctx.autocast():
-            old_lp = policy_log_probs(G, tokens, p.temperature).float()
-            ref_lp = policy_log_probs(ref, tokens, p.temperature).float()
+            old_lp = policy_log_probs(G, tokens, p.temperature, prompt).float()
+            ref_lp = policy_log_probs(ref, tokens, p.temperature, prompt).float()  # KL given the same prompt
         stats: dict = {}
         g_loss = 0.0
         for _ in range(max(p.ppo_epochs, 1)):
             with ctx.autocast():
-                lp = policy_log_probs(G, tokens, p.temperature).float()
+                lp = policy_log_probs(G, tokens, p.temperature, prompt).float()
             loss, stats = gad_policy_loss(lp, old_lp, ref_lp, adv, mask, p.clip_eps, p.kl_coef)
             g_loss = ctx.update_generator(loss)
-        self._fresh = tokens
+        self._fresh = (tokens, prompt, reference)
         groups = r.view(n_groups, K)
         return {
             "g_loss": g_loss,
@@ -167,10 +204,14 @@ class GAD(Algorithm):
     def d_step(self, ctx: GANContext) -> dict:
         p, D, cfg = self.params, ctx.discriminator, ctx.cfg
         if self._fresh is not None and ctx.phase != "d_pretrain":
-            fake, self._fresh = self._fresh, None  # on-policy: the samples G was just trained on
+            (fake, prompt, real), self._fresh = self._fresh, None  # on-policy: the samples G was just trained on
+        elif ctx.conditional:  # warm-up: G's responses to random training prompts vs their references
+            prompt, real, _ = ctx.real_pairs(cfg.d_samples)
+            fake = ctx.sample(cfg.d_samples, temperature=p.temperature, prompt=prompt).tokens
         else:
-            fake = ctx.sample(cfg.d_samples, temperature=p.temperature).tokens
-        real, _ = ctx.real_batch(fake.size(0))  # row i pairs with fake row i
+            fake, prompt, real = ctx.sample(cfg.d_samples, temperature=p.temperature).tokens, None, None
+        if real is None:
+            real, _ = ctx.real_batch(fake.size(0))  # row i pairs with fake row i
         kind = "rsgan" if p.d_loss == "bradley_terry" else p.d_loss
         D.train()
         bs, n = cfg.d_batch_size, fake.size(0)
@@ -180,8 +221,9 @@ class GAD(Algorithm):
             tot, acc_r, acc_f, acc_p, batches = 0.0, 0.0, 0.0, 0.0, 0
             for start in range(0, n, bs):
                 idx = perm[start : start + bs].to(fake.device)
+                kw = {} if prompt is None else {"prompt": prompt[idx]}  # both sides read the same prompt
                 with ctx.autocast():
-                    lr, lf = D(real[idx]).float(), D(fake[idx]).float()
+                    lr, lf = D(real[idx], **kw).float(), D(fake[idx], **kw).float()
                     loss = d_loss(lr, lf, kind)
                 tot += ctx.update_discriminator(loss, clip=p.d_grad_clip)
                 acc_r += float((lr > 0).float().mean())
@@ -191,3 +233,4 @@ class GAD(Algorithm):
             stats = {"d_loss": tot / batches, "d_acc_real": acc_r / batches, "d_acc_fake": acc_f / batches,
                      "d_pair_acc": acc_p / batches}
         return stats
+

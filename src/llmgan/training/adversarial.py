@@ -70,11 +70,23 @@ def _distinct(tokens: torch.Tensor, lengths: torch.Tensor) -> dict:
 
 def _mle_step(tr) -> float:
     ctx = tr.gan_ctx
-    tokens, lengths = ctx.real_batch(tr.cfg.adversarial.g_batch_size)
+    prompt = None
+    if ctx.conditional:  # SFT step: responses given their prompts
+        prompt, tokens, lengths = ctx.real_pairs(tr.cfg.adversarial.g_batch_size)
+    else:
+        tokens, lengths = ctx.real_batch(tr.cfg.adversarial.g_batch_size)
     mask = ctx.mask(tokens, lengths)
     with tr.autocast():
-        loss = tr.generator.weighted_nll(tokens, mask.float() / mask.sum())
+        loss = tr.generator.weighted_nll(tokens, mask.float() / mask.sum(), prompt=prompt)
     return ctx.update_generator(loss)
+
+
+def _probe(ctx: GANContext, n: int = 256):
+    """Fresh samples for the per-round diversity probe: responses to random training prompts when conditional."""
+    if ctx.conditional:
+        prompt, _, _ = ctx.real_pairs(n)
+        return ctx.sample(n, prompt=prompt)
+    return ctx.sample(n)
 
 
 def adversarial_phases(tr) -> None:
@@ -116,7 +128,7 @@ def adversarial_phases(tr) -> None:
                 d_stats = algo.d_step(ctx) or {}
         t_d = time.time() - t1
         st["round"] += 1
-        probe = ctx.sample(256)
+        probe = _probe(ctx)
         record = {**g_stats, **d_stats, **ctx.metrics, **_distinct(probe.tokens, probe.lengths),
                   "time_g_s": t_g, "time_d_s": t_d, "round": st["round"]}
         if mle_loss is not None:
