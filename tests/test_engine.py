@@ -8,6 +8,7 @@ import random
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from llmgan.cli import main
 from llmgan.config import config_from_dict, load_config
@@ -250,3 +251,39 @@ def test_generate_interpolates_latent_codes(tmp_path, capsys):
     Trainer(cfg2, str(tmp_path / "plain")).run()
     assert main(["generate", str(tmp_path / "plain"), "--interpolate"]) == 2
     assert "latent" in capsys.readouterr().err
+
+
+def test_adversarial_run_resumes_exactly(tmp_path):
+    """A SeqGAN run killed between adversarial rounds resumes to the same weights (G, D, rollout policy)."""
+    corpus = make_corpus(tmp_path / "train.txt", n=120)
+
+    def cfg():
+        c = tiny_config(corpus, epochs=1)
+        c.discriminator.kwargs = {"filter_sizes": [2, 3], "num_filters": [6, 6]}
+        c.adversarial.algorithm = "seqgan"
+        c.adversarial.rounds, c.adversarial.d_pretrain_steps = 4, 2
+        c.adversarial.d_steps, c.adversarial.d_epochs, c.adversarial.d_samples = 1, 1, 48
+        c.adversarial.g_batch_size, c.adversarial.checkpoint_every = 8, 1
+        c.adversarial.params = {"rollouts": 2}
+        return c
+
+    Trainer(cfg(), str(tmp_path / "full")).run()
+    cut = Trainer(cfg(), str(tmp_path / "cut"))
+    original = cut.maybe_stop
+
+    def stop_after_round_two():
+        if cut.state["phase"] == "adversarial" and cut.state["round"] == 2:
+            cut._stop = True
+        original()
+
+    cut.maybe_stop = stop_after_round_two
+    with pytest.raises(SystemExit):
+        cut.run()
+    Trainer(cfg(), str(tmp_path / "cut"), resume=True).run()
+    full_ckpt, cut_ckpt = Checkpointer(str(tmp_path / "full")).latest(), Checkpointer(str(tmp_path / "cut")).latest()
+    assert json.load(open(os.path.join(cut_ckpt, "state.json")))["state"]["round"] == 4
+    for name in ("generator", "discriminator", "rollout_policy"):
+        fa = load_file(os.path.join(full_ckpt, f"{name}.safetensors"))
+        fb = load_file(os.path.join(cut_ckpt, f"{name}.safetensors"))
+        for k in fa:
+            assert torch.equal(fa[k], fb[k]), (name, k)
