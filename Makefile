@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m llmgan.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -x -q --durations=15
+	$(PY) -m pytest -x --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
