@@ -287,3 +287,20 @@ def test_adversarial_run_resumes_exactly(tmp_path):
         fb = load_file(os.path.join(cut_ckpt, f"{name}.safetensors"))
         for k in fa:
             assert torch.equal(fa[k], fb[k]), (name, k)
+
+
+def test_init_from_another_run(tmp_path):
+    """train.init_from starts from another run's generator (and tokenizer); extra layers stay fresh."""
+    corpus = make_corpus(tmp_path / "train.txt", n=80)
+    Trainer(tiny_config(corpus, epochs=1), str(tmp_path / "base")).run()
+    base = load_run(str(tmp_path / "base")).generator.state_dict()
+    cfg = tiny_config(corpus, epochs=0, init_from=str(tmp_path / "base"))
+    cfg.generator.kwargs["latent_dim"] = 3  # a latent layer the base run does not have
+    Trainer(cfg, str(tmp_path / "next")).run()
+    nxt = load_run(str(tmp_path / "next")).generator.state_dict()
+    assert all(torch.equal(base[k], nxt[k]) for k in base)
+    assert "latent.weight" in nxt and "latent.weight" not in base
+    other = tiny_config(corpus, epochs=0, init_from=str(tmp_path / "base"))
+    other.generator.kwargs["hidden_dim"] = 12
+    with pytest.raises(CheckpointError, match="size mismatch"):
+        Trainer(other, str(tmp_path / "bad")).run()

@@ -79,20 +79,26 @@ def load_tensors(path: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: corrupt or unreadable safetensors file ({str(e).splitlines()[0]})") from None
 
 
-def load_model_weights(model: torch.nn.Module, path: str) -> None:
-    """Load a model's weights, with a one-line error on a missing/corrupt file or a shape mismatch."""
+def load_model_weights(model: torch.nn.Module, path: str, allow_missing: bool = False) -> list[str]:
+    """Load a model's weights, with a one-line error on a missing/corrupt file or a shape mismatch.
+
+    ``allow_missing`` (initialising from another run): weights the checkpoint lacks keep their fresh
+    initialisation, e.g. a latent-code layer added on top of an MLE generator; at least one weight
+    must match. Returns the names left at their initialisation.
+    """
     tensors = load_tensors(path)
     own = model.state_dict()
     missing = [k for k in own if k not in tensors]
-    if missing:
+    if missing and (not allow_missing or len(missing) == len(own)):
         raise CheckpointError(f"{path}: missing weights {missing[0]!r} (checkpoint from another model?)")
     for k, v in own.items():
-        if tuple(tensors[k].shape) != tuple(v.shape):
+        if k in tensors and tuple(tensors[k].shape) != tuple(v.shape):
             raise CheckpointError(
                 f"{path}: weight {k!r} has shape {tuple(tensors[k].shape)}, the model expects {tuple(v.shape)} "
                 "(vocabulary or size mismatch)"
             )
-    model.load_state_dict({k: tensors[k] for k in own}, strict=True)
+    model.load_state_dict({k: tensors[k] for k in own if k in tensors}, strict=not missing)
+    return missing
 
 
 # --- optimizer and RNG state -----------------------------------------------------------------

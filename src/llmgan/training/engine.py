@@ -133,8 +133,8 @@ class Trainer:
         ckpt = Checkpointer(run_dir).latest()
         if ckpt is None:
             raise CheckpointError(f"train.init_from: {run_dir} has no checkpoint")
-        load_model_weights(self.generator, os.path.join(ckpt, "generator.safetensors"))
-        info(f"generator initialised from {ckpt}")
+        fresh = load_model_weights(self.generator, os.path.join(ckpt, "generator.safetensors"), allow_missing=True)
+        info(f"generator initialised from {ckpt}" + (f" (new, not in it: {', '.join(fresh)})" if fresh else ""))
 
     @property
     def global_step(self) -> int:
