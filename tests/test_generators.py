@@ -203,8 +203,10 @@ def test_weighted_nll_value_and_grad(kind, weights_kind):
     torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(loss, -(g.log_probs(tokens) * w).sum(), atol=1e-5, rtol=1e-5)
+    # Both sides are float32 (softmax vs log_softmax: ~2e-6 relative error each against float64) and
+    # the gradient sums V terms that nearly cancel, so allow a few 1e-5 absolute.
     for a, b in zip(_grads(g, g.weighted_nll(tokens, w)), _grads(g, ref)):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a, b, atol=4e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kind", KINDS)

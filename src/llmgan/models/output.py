@@ -38,22 +38,32 @@ class _WeightedTokenNLL(torch.autograd.Function):
         grad_h = torch.empty_like(hf) if needs_grad else None
         grad_w = torch.zeros_like(wf) if needs_grad else None
         grad_b = torch.zeros_like(bf) if (needs_grad and bf is not None) else None
+        wt = wf.t().contiguous()  # (H, V): contiguous right operand for the chunk matmuls
         for start in range(0, hf.size(0), CHUNK):
             rows = slice(start, start + CHUNK)
-            logits = _chunk_logits(hf[rows], wf, bf)  # (c, V)
+            logits = torch.addmm(bf, hf[rows], wt) if bf is not None else hf[rows] @ wt  # (c, V)
             tgt = targets[rows]
             w = weights[rows].float()
-            lse = torch.logsumexp(logits, dim=-1)  # (c,)
-            tgt_logit = logits.gather(-1, tgt[:, None]).squeeze(-1)
-            total -= (w * (tgt_logit - lse)).sum()
-            if needs_grad:
-                # d(-w * log p_t)/d logits = w * (softmax - onehot(t))
-                dlogits = logits.sub_(lse[:, None]).exp_().mul_(w[:, None])
-                dlogits.scatter_add_(-1, tgt[:, None], -w[:, None])
-                grad_h[rows] = dlogits @ wf
-                grad_w.addmm_(dlogits.t(), hf[rows])
-                if grad_b is not None:
-                    grad_b += dlogits.sum(0)
+            if not needs_grad:
+                lse = torch.logsumexp(logits, dim=-1)  # (c,)
+                total -= (w * (logits.gather(-1, tgt[:, None]).squeeze(-1) - lse)).sum()
+                continue
+            # One fused softmax gives both the loss and the gradient (separate max/exp passes cost ~3x).
+            probs = torch.softmax(logits, dim=-1)
+            p_t = probs.gather(-1, tgt[:, None]).squeeze(-1)
+            logp_t = p_t.log()
+            tiny = p_t < 1e-30  # underflow: take those rows' log-probabilities exactly
+            if bool(tiny.any()):
+                exact = logits[tiny].gather(-1, tgt[tiny, None]).squeeze(-1) - torch.logsumexp(logits[tiny], -1)
+                logp_t = logp_t.masked_scatter(tiny, exact)
+            total -= (w * logp_t).sum()
+            # d(-w * log p_t)/d logits = w * (softmax - onehot(t))
+            dlogits = probs.mul_(w[:, None])
+            dlogits.scatter_add_(-1, tgt[:, None], -w[:, None])
+            grad_h[rows] = dlogits @ wf
+            grad_w.addmm_(dlogits.t(), hf[rows])
+            if grad_b is not None:
+                grad_b += dlogits.sum(0)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.dtypes = (h.dtype, weight.dtype, bias.dtype if bias is not None else None)
         return total
