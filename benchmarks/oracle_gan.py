@@ -72,8 +72,8 @@ def main() -> None:
     p.add_argument("--algorithms", default="seqgan,maligan,rankgan,leakgan,relgan,gsgan,textgan,wgangp,scratchgan,gad")
     p.add_argument("--rounds", type=int, default=20, help="adversarial rounds per algorithm (0: the preset's own)")
     p.add_argument("--mle-rounds", type=int, default=None, help="MLE-continued epochs (default: --rounds)")
-    p.add_argument("--set", action="append", default=[], metavar="ALGO:KEY=VALUE",
-                   help="override for one algorithm, e.g. seqgan:adversarial.d_samples=5000")
+    p.add_argument("--set", action="append", default=[], metavar="[ALGO:]KEY=VALUE",
+                   help="override for one algorithm (seqgan:adversarial.d_samples=5000) or, without ALGO:, for all")
     p.add_argument("--budget-min", type=float, default=None, help="wall-clock cap per algorithm")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -87,7 +87,8 @@ def main() -> None:
     start = curve(a.mle_run)[-1][1] if curve(a.mle_run) else float("nan")
     rows, curves = [], {}
     for name in names:
-        extra = [s.split(":", 1)[1] for s in a.set if s.split(":", 1)[0] == name]
+        extra = [s for s in a.set if ":" not in s.split("=", 1)[0]]  # KEY=VALUE: every algorithm
+        extra += [s.split(":", 1)[1] for s in a.set if ":" in s.split("=", 1)[0] and s.split(":", 1)[0] == name]
         rounds = (a.mle_rounds or a.rounds) if name == "mle" else a.rounds
         run_dir = os.path.join(a.out, name)
         wall = run_algorithm(name, a.mle_run, run_dir, rounds, extra, a.threads, a.device, a.budget_min)
