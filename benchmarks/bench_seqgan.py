@@ -83,7 +83,12 @@ def main() -> None:
     if not a.skip_naive:
         naive, _ = rollout_step(policy, D, tokens, 16, naive=True, dtype="fp32")
         rows.append(("rollout step, naive loop over rollouts and positions (fp32 D)", naive, ""))
-    rounds = {prec: seqgan_round(prec, a.threads) for prec in a.precisions.split(",")}
+    for n, t, note in rows:
+        print(f"{n}: {t:.2f} s {note}", flush=True)
+    rounds = {}
+    for prec in a.precisions.split(","):
+        rounds[prec] = seqgan_round(prec, a.threads)
+        print(prec, rounds[prec], flush=True)
     body = ["## SeqGAN: rollout step and adversarial round (exact oracle setup)", "",
             f"Command: `{command()}`; machine: {machine()}.", "",
             "Rollout step: one batch of 64 sequences x 16 rollouts, every prefix, scored by the paper's CNN "

@@ -369,3 +369,22 @@ def test_random_oracle_deterministic_and_any_size():
         s = o.sample(9, T, generator=torch.Generator().manual_seed(0))
         assert s.tokens.shape == (9, T) and int(s.tokens.max()) < vocab and (s.lengths == T).all()
         assert math.isfinite(oracle_nll(o, s.tokens))
+
+
+def test_fused_loss_and_sampling_under_bf16_autocast():
+    """train.precision=bf16 runs models under autocast: the fused output layer and the sampler stay fp32."""
+    from llmgan.models.generators.lstm import LSTMGenerator, LSTMGeneratorConfig
+
+    torch.manual_seed(0)
+    g = LSTMGenerator(LSTMGeneratorConfig(vocab_size=50, embed_dim=8, hidden_dim=8))
+    tokens = torch.randint(0, 50, (4, 6))
+    w = torch.full((4, 6), 1 / 24)
+    ref = g.weighted_nll(tokens, w)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = g.weighted_nll(tokens, w)
+        lp = g.log_probs(tokens)
+        s = g.sample(3, 5, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert loss.dtype == torch.float32 and abs(float(loss.detach()) - float(ref.detach())) < 0.05
+    assert lp.dtype == torch.float32 and s.tokens.shape == (3, 5)
+    assert g.lm_head.weight.grad is not None and torch.isfinite(g.lm_head.weight.grad).all()

@@ -28,9 +28,19 @@ def _chunk_logits(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return logits
 
 
+def _no_autocast(device: torch.device):
+    """The chunk math runs in fp32 whatever autocast says (inputs are cast explicitly)."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 class _WeightedTokenNLL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, weights: Tensor):
+        with _no_autocast(h.device):
+            return _WeightedTokenNLL._forward(ctx, h, weight, bias, targets, weights)
+
+    @staticmethod
+    def _forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, weights: Tensor):
         needs_grad = any(ctx.needs_input_grad[:3])
         hf, wf = h.float(), weight.float()
         bf = bias.float() if bias is not None else None
@@ -91,6 +101,11 @@ def weighted_token_nll(hidden: Tensor, weight: Tensor, bias: Tensor | None, targ
 class _TokenLogProbs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor):
+        with _no_autocast(h.device):
+            return _TokenLogProbs._forward(ctx, h, weight, bias, targets)
+
+    @staticmethod
+    def _forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor):
         hf, wf = h.float(), weight.float()
         bf = bias.float() if bias is not None else None
         out = hf.new_empty(hf.size(0))
@@ -106,6 +121,11 @@ class _TokenLogProbs(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
+        with _no_autocast(grad_out.device):
+            return _TokenLogProbs._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out: Tensor):
         h, weight, bias, targets, lses = ctx.saved_tensors
         hf, wf = h.float(), weight.float()
         bf = bias.float() if bias is not None else None

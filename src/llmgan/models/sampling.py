@@ -137,6 +137,9 @@ def sample_from_hidden(
         if bias is not None:
             logits = logits + bias.float()
         return sample_categorical(logits, temperature, top_k, top_p, generator)
+    if torch.is_autocast_enabled(hidden.device.type):  # sample in fp32 even inside an autocast region
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return sample_from_hidden(hidden.float(), weight, bias, temperature, top_k, top_p, generator)
     w, b = _padded_head(weight, bias, 1.0 / temperature)
     wt = w.t().contiguous()  # (H, Vp): a contiguous right operand makes addmm ~25% faster here
     block = _block_size(weight.size(0))
