@@ -199,5 +199,7 @@ def _token_strings(run, tokens: torch.Tensor, lengths: torch.Tensor) -> list[lis
             out.append(tok.decode(ids).split())
         else:  # char/bpe: score at the character/word level of the decoded text
             text = tok.decode(ids)
-            out.append(list(text) if tok.kind == "char" else text.split())
+            # char runs are scored per character; whitespace is layout, not a token (e.g. the poems
+            # corpus separates every character by a space), so it never counts as a BLEU match
+            out.append([c for c in text if not c.isspace()] if tok.kind == "char" else text.split())
     return out
