@@ -28,7 +28,6 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     from _doc import command, machine, update_section
-
     from llmgan.config import load_config
     from llmgan.training.engine import Trainer
 
