@@ -32,9 +32,10 @@ def main() -> None:
     from llmgan.training.engine import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(a.config, ["train.epochs=0", "adversarial.d_pretrain_steps=0", f"adversarial.rounds={a.rounds}",
-                                     "adversarial.eval_every=100000", "adversarial.checkpoint_every=100000",
-                                     "eval.n_samples=500", "train.progress=false", f"threads={a.threads}", *a.set])
+        overrides = ["train.epochs=0", "adversarial.d_pretrain_steps=0", f"adversarial.rounds={a.rounds}",
+                     "adversarial.eval_every=100000", "adversarial.checkpoint_every=100000",
+                     "eval.n_samples=500", "train.progress=false", f"threads={a.threads}", *a.set]
+        cfg = load_config(a.config, overrides)
         Trainer(cfg, tmp).run()
         recs = [json.loads(line) for line in open(os.path.join(tmp, "metrics.jsonl"))]
     rounds = [r for r in recs if r["phase"] == "adversarial"]
