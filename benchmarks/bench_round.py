@@ -42,7 +42,8 @@ def main() -> None:
     g = statistics.median(r["time_g_s"] for r in rounds)
     d = statistics.median(r["time_d_s"] for r in rounds)
     name = cfg.adversarial.algorithm
-    body = [f"## {name}: adversarial round time ({os.path.basename(a.config)})", "",
+    prec = cfg.train.precision
+    body = [f"## {name}: adversarial round time ({os.path.basename(a.config)}, {prec})", "",
             f"Command: `{command()}`; machine: {machine()}.", "",
             f"Generator `{cfg.generator.name}` {cfg.generator.kwargs}, discriminator `{cfg.discriminator.name}`; "
             f"{cfg.adversarial.g_steps} G step(s) + {cfg.adversarial.d_steps} D step(s) per round, batch "
@@ -52,7 +53,7 @@ def main() -> None:
     text = "\n".join(body)
     print(text)
     if a.write:
-        update_section(f"round-{name}", text)
+        update_section(f"round-{name}-{prec}", text)
 
 
 if __name__ == "__main__":
