@@ -28,23 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from llmgan.errors import CheckpointError
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write text to ``path`` via a temporary file in the same directory and an atomic rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from llmgan.fileio import atomic_write_text  # noqa: F401 - re-exported (configs, samples, runs)
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
