@@ -246,8 +246,12 @@ def test_cnn_scores_rollout_completions_like_plain_forward():
     comps = rollout_completions(policy, tokens, 3, g)  # (8, 5, 3, 9)
     torch.manual_seed(1)
     d = CNNDiscriminator(40, emb_dim=8, filter_sizes=(1, 3, 9), num_filters=(4, 5, 6)).eval()
-    fast = score_completions(d, tokens, comps)
     with torch.no_grad():
         plain = d(comps.reshape(-1, 9)).view(8, 5, 3)
-    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    for method in ("table", "conv", "auto"):
+        torch.testing.assert_close(score_completions(d, tokens, comps, method), plain, atol=1e-5, rtol=1e-5)
+    # under bf16 autocast the window sums stay fp32 (only the highway runs in bf16): close to fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = score_completions(d, tokens, comps, "table").float()
+    assert (low - plain).abs().max() < 0.05
     assert score_completions(d.train(), tokens, comps) is None  # dropout active: no shortcut

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from llmgan.algorithms.base import GANContext, register
+from llmgan.algorithms.base import GANContext, register, train_discriminator
 from llmgan.algorithms.seqgan import SeqGAN
 from llmgan.errors import ConfigError
 from llmgan.rewards import mc_rollout_rewards
@@ -125,28 +125,15 @@ class RankGAN(SeqGAN):
             epochs = p.d_pretrain_epochs
         fake = ctx.sample(cfg.d_samples).tokens
         real, _ = ctx.real_batch(cfg.d_samples)
-        n, bs = min(len(real), len(fake)), cfg.d_batch_size
-        D.train()
-        stats = {"d_loss": 0.0, "d_acc_real": 0.0, "d_acc_fake": 0.0}
-        for _ in range(max(epochs, 0)):
-            perm_r = torch.randperm(len(real), generator=ctx.data_rng)[:n]
-            perm_f = torch.randperm(len(fake), generator=ctx.data_rng)[:n]
-            tot, acc_r, acc_f, batches = 0.0, 0.0, 0.0, 0
-            for start in range(0, n, bs):
-                r = real[perm_r[start : start + bs]].to(ctx.device)
-                f = fake[perm_f[start : start + bs]].to(ctx.device)
-                ref, _ = ctx.real_batch(p.ref_size)  # a fresh reference set per minibatch (authors' code)
-                with ctx.autocast():
-                    feats = D.features(torch.cat([r, f, ref])).float()
-                    ref_feats = feats[len(r) + len(f) :]
-                    s_r = rank_scores(feats[: len(r)], ref_feats, p.gamma)
-                    s_f = rank_scores(feats[len(r) : len(r) + len(f)], ref_feats, p.gamma)
-                    loss = ranker_loss(s_r, s_f)
-                tot += ctx.update_discriminator(loss)
-                # "accuracy" of a ranker: a sentence ranked above / below the minibatch's median score
-                med = torch.cat([s_r, s_f]).median().detach()
-                acc_r += float((s_r > med).float().mean())
-                acc_f += float((s_f <= med).float().mean())
-                batches += 1
-            stats = {"d_loss": tot / batches, "d_acc_real": acc_r / batches, "d_acc_fake": acc_f / batches}
-        return stats
+
+        def batch_loss(r: Tensor, f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            ref, _ = ctx.real_batch(p.ref_size)  # a fresh reference set per minibatch (authors' code)
+            feats = D.features(torch.cat([r, f, ref])).float()
+            ref_feats = feats[len(r) + len(f) :]
+            s_r = rank_scores(feats[: len(r)], ref_feats, p.gamma)
+            s_f = rank_scores(feats[len(r) : len(r) + len(f)], ref_feats, p.gamma)
+            # "accuracy" of a ranker: a sentence ranked above / below the minibatch's median score
+            med = torch.cat([s_r, s_f]).median().detach()
+            return ranker_loss(s_r, s_f), (s_r > med).float().mean(), (s_f <= med).float().mean()
+
+        return train_discriminator(ctx, real, fake, epochs, batch_loss=batch_loss)

@@ -31,7 +31,7 @@ def build_adversarial(tr) -> None:
     tr.d_opt = None
     if tr.algorithm.uses_discriminator:
         tr.discriminator = make_discriminator(tr.cfg.discriminator, tr.data.tokenizer).to(tr.device)
-        tr.d_opt = torch.optim.Adam(tr.discriminator.parameters(), lr=a.d_lr)
+        tr.d_opt = make_optimizer(tr.discriminator.parameters(), "adam", a.d_lr)
     tr.adv_g_opt = make_optimizer(tr.generator.parameters(), tr.cfg.train.optimizer, a.g_lr,
                                   tr.cfg.train.weight_decay, tr.cfg.train.betas)
     tr.reference = None

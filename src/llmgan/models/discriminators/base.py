@@ -54,8 +54,13 @@ class Highway(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (..., F) -> (..., F)."""
         h, g = self.proj(x).chunk(2, dim=-1)
-        t = torch.sigmoid(g)
-        return t * F.relu(h) + (1.0 - t) * x
+        if torch.is_grad_enabled() and (x.requires_grad or self.proj.weight.requires_grad):
+            t = torch.sigmoid(g)
+            return t * F.relu(h) + (1.0 - t) * x
+        # Inference (rollout scoring runs this on ~20k rows): the same value, x + t * (relu(h) - x),
+        # computed in place on the projection's buffer, which saves ~4 passes over (N, 2F) memory.
+        t = g.sigmoid_()
+        return h.relu_().sub_(x).mul_(t).add_(x)
 
 
 def masked_max_pool(h: Tensor, valid: Tensor | None, per_step: bool) -> Tensor:

@@ -206,40 +206,96 @@ class CNNDiscriminator(Discriminator):
         return self._features(x, prompt, per_step=False)[0]
 
 
+# Vocabulary tables bigger than this fall back to the convolution scorer (V = 5000 with SeqGAN's filters: 250 MB).
+TABLE_BYTES_LIMIT = 1 << 30
+
+
+def window_tables(d: CNNDiscriminator) -> list[Tensor]:
+    """Per filter width w: a (w*V, n_w) fp32 table whose row ``j*V + v`` is token v's contribution
+    ``conv.weight[:, :, j] @ embedding[v]`` to a window in which v sits at tap j (bias folded into tap 0).
+
+    Why: the convolution of an embedded sequence is linear in the one-hot tokens, so a window's
+    pre-activation is the sum of w table rows, one per tap. With a frozen D (a rollout step) the tables
+    cost one GEMM (V x E x sum(w*n) MACs: ~4 GMAC for SeqGAN's D, V = 5000) and every window after that
+    is a fused gather-and-sum (``F.embedding_bag``) instead of a w x E x n_w dot product.
+    """
+    emb = d.embedding.weight.float()  # (V, E)
+    V = emb.size(0)
+    tables = []
+    with torch.autocast(emb.device.type, enabled=False):
+        for w, conv in zip(d.convs.filter_sizes, d.convs.convs):
+            tab = torch.einsum("ve,nej->jvn", emb, conv.weight.float()).reshape(w * V, -1)  # (w*V, n_w)
+            tab[:V] += conv.bias.float()
+            tables.append(tab)
+    return tables
+
+
+def _window_sums(tokens: Tensor, w: int, table: Tensor, vocab_size: int) -> Tensor:
+    """Pre-activations of every whole width-w window of tokens (N, L), L >= w: (N, L-w+1, n_w) fp32."""
+    idx = tokens.unfold(1, w, 1) + torch.arange(w, device=tokens.device) * vocab_size  # (N, L-w+1, w)
+    n, c, _ = idx.shape
+    return F.embedding_bag(idx.reshape(n * c, w), table, mode="sum").view(n, c, -1)
+
+
 @torch.no_grad()
-def score_completions(d: CNNDiscriminator, tokens: Tensor, completions: Tensor) -> Tensor | None:
+def score_completions(
+    d: CNNDiscriminator, tokens: Tensor, completions: Tensor, method: str = "auto"
+) -> Tensor | None:
     """Logits of Monte-Carlo rollout completions, reusing the windows they share with their prefix.
 
     tokens: (B, T) the sampled sequences; completions: (T-1, B, k, T), where ``completions[t-1, b]``
     keeps ``tokens[b, :t]`` and continues it (``llmgan.rewards.rollout_completions``).
-    Returns logits (T-1, B, k), equal to ``d(completions.reshape(-1, T))`` in eval mode, or None when
-    this shortcut does not apply (padding present, training mode, or a sequence shorter than a filter).
+    Returns logits (T-1, B, k), equal to ``d(completions.reshape(-1, T))`` in eval mode (up to float
+    rounding), or None when this shortcut does not apply (padding present, training mode, or a
+    sequence shorter than a filter).
 
     Why: a width-w window that ends before position t lies inside the shared prefix, so its
     activation is the same for all k rollouts and equals the original sequence's; only windows that
-    reach into the continuation are computed per rollout. On SeqGAN's setup this skips about half
-    of the convolution work of scoring rollouts.
+    reach into the continuation are computed per rollout. ``method`` says how those windows are
+    computed: "table" sums rows of :func:`window_tables` (about 4x less time than convolving on
+    SeqGAN's setup), "conv" convolves, "auto" takes "table" unless the tables would exceed
+    ``TABLE_BYTES_LIMIT``. The highway and output layer then run on the pooled features under the
+    caller's autocast; the window sums stay fp32.
     """
     Tm1, B, k, T = completions.shape
     if d.training or d.convs.use_unfold or T < max(d.convs.filter_sizes):
         return None
     if d.pad_id is not None and bool((completions == d.pad_id).any()):
         return None
-    orig = d.embed(tokens).transpose(1, 2)  # (B, E, T)
+    if method not in ("auto", "table", "conv"):
+        raise ValueError(f"method must be 'auto', 'table' or 'conv', got {method!r}")
+    sizes = d.convs.filter_sizes
+    if method == "auto":
+        table_bytes = 4 * d.vocab_size * sum(w * c.out_channels for w, c in zip(sizes, d.convs.convs))
+        method = "table" if table_bytes <= TABLE_BYTES_LIMIT else "conv"
+    comp = completions.reshape(Tm1, B * k, T)
+    if method == "table":
+        tables = window_tables(d)
+
+        def windows(x: Tensor, i: int) -> Tensor:  # (N, L) ids -> (N, n_w, L-w+1) pre-activations
+            return _window_sums(x, sizes[i], tables[i], d.vocab_size).transpose(1, 2)
+
+        orig = tokens
+    else:
+        convs = d.convs.convs
+
+        def windows(x: Tensor, i: int) -> Tensor:  # (N, E, L) embeddings -> (N, n_w, L-w+1)
+            return convs[i](x)
+
+        orig = d.embed(tokens).transpose(1, 2)  # (B, E, T)
+        comp = d.embed(comp.reshape(-1, T)).transpose(1, 2).reshape(Tm1, B * k, -1, T)  # (T-1, B*k, E, T)
     # running max of the original sequence's whole windows: [..., j] = max over windows ending w-1 .. w-1+j
-    prefix_max = [conv(orig).cummax(-1).values for w, conv in zip(d.convs.filter_sizes, d.convs.convs)]
-    emb = d.embed(completions.reshape(-1, T)).transpose(1, 2).reshape(Tm1, B * k, -1, T)  # (T-1, B*k, E, T)
-    pooled_groups = []
+    prefix_max = [windows(orig, i).cummax(-1).values for i in range(len(sizes))]
+    pooled = prefix_max[0].new_empty(Tm1, B * k, d.feature_dim)  # (T-1, B*k, F), filled in place
     for t in range(1, T):  # prefix length t: group t-1
-        x = emb[t - 1]  # (B*k, E, T)
-        feats = []
-        for w, conv, pmax in zip(d.convs.filter_sizes, d.convs.convs, prefix_max):
+        x = comp[t - 1]  # (B*k, T) ids or (B*k, E, T) embeddings
+        col = 0
+        for i, w in enumerate(sizes):
             first = max(t, w - 1)  # first window end reaching into the continuation
-            cont = conv(x[..., first - w + 1 :]).max(-1).values  # windows ending first .. T-1
+            cont = windows(x[..., first - w + 1 :], i).max(-1).values  # windows ending first .. T-1
             if t - 1 >= w - 1:  # whole windows inside the prefix, shared by the k rollouts
-                cont = torch.maximum(cont, pmax[..., t - w].repeat_interleave(k, dim=0))
-            feats.append(F.relu(cont))
-        pooled_groups.append(torch.cat(feats, dim=1))
-    pooled = torch.stack(pooled_groups)  # (T-1, B*k, F)
+                cont = torch.maximum(cont, prefix_max[i][..., t - w].repeat_interleave(k, dim=0))
+            pooled[t - 1, :, col : col + cont.size(1)] = cont.relu_()
+            col += cont.size(1)
     logits = d.out(d.dropout(d.highway(pooled))).squeeze(-1)
     return logits.view(Tm1, B, k)
