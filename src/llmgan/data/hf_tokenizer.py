@@ -91,11 +91,7 @@ class HFTokenizer(Tokenizer):
         return list(self.hf.encode(text, add_special_tokens=False))
 
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
-        ids = [int(i) for i in ids]
-        if skip_special:
-            special = self.special_ids
-            ids = [i for i in ids if i not in special]
-        return self.hf.decode(ids, skip_special_tokens=False)
+        return self.hf.decode(self.kept_ids(ids, skip_special), skip_special_tokens=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "vocab_size": self.vocab_size, "chat_template": self.use_chat_template}

@@ -59,6 +59,14 @@ class Tokenizer:
         """Ids of pad/bos/eos (the ones ``decode(skip_special=True)`` leaves out)."""
         return {i for i in (self.pad_id, self.bos_id, self.eos_id) if i is not None}
 
+    def kept_ids(self, ids: Sequence[int], skip_special: bool = True) -> list[int]:
+        """``ids`` as ints, without the special ids when ``skip_special`` (what ``decode`` renders)."""
+        ids = [int(i) for i in ids]
+        if not skip_special:
+            return ids
+        special = self.special_ids
+        return [i for i in ids if i not in special]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable state (what :meth:`save` writes, without the format header)."""
         raise NotImplementedError
@@ -183,12 +191,8 @@ class BPETokenizer(Tokenizer):
         return list(self.hf.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
-        ids = [int(i) for i in ids]
-        if skip_special:
-            special = self.special_ids
-            ids = [i for i in ids if i not in special]
         # Our skipping is explicit; HF's skip flag would also drop <unk>.
-        return self.hf.decode(ids, skip_special_tokens=False)
+        return self.hf.decode(self.kept_ids(ids, skip_special), skip_special_tokens=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"vocab_size": self.vocab_size, "hf_tokenizer": json.loads(self.hf.to_str())}

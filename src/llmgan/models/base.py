@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from llmgan.models.output import token_log_probs, weighted_token_nll
@@ -178,10 +179,23 @@ class Generator(nn.Module):
         w = mask.float()
         return self.weighted_nll(tokens, w / w.sum().clamp(min=1), prompt=prompt)
 
+    def step_hidden(self, token: Tensor, state: State) -> tuple[Tensor, State]:
+        """Consume one token (B,) ids or (B, V) soft: the output layer's input (B, H) and the new state.
+
+        Generators whose step is not one ``forward_hidden`` call (LeakGAN) override this and
+        ``output_layer``; ``step`` and sampling are built on the two.
+        """
+        h, state = self.forward_hidden(token.unsqueeze(1), state)
+        return h[:, -1], state
+
+    def output_layer(self) -> tuple[Tensor, Tensor | None]:
+        """(weight (V, H), bias (V,) or None) such that logits = step_hidden's output @ weight.T + bias."""
+        return self.lm_head.weight, self.lm_head.bias
+
     def step(self, token: Tensor, state: State) -> tuple[Tensor, State]:
         """One incremental step: token (B,) ids or (B, V) soft -> next-token logits (B, V)."""
-        h, state = self.forward_hidden(token.unsqueeze(1), state)
-        return self.lm_head(h[:, -1]), state
+        h, state = self.step_hidden(token, state)
+        return F.linear(h, *self.output_layer()), state
 
     def _sample_next(
         self,
@@ -193,10 +207,8 @@ class Generator(nn.Module):
         generator: torch.Generator | None,
     ) -> tuple[Tensor, Tensor, State]:
         """Feed token (B,), draw the next one: (next (B,), its log-prob (B,), new state)."""
-        h, state = self.forward_hidden(token.unsqueeze(1), state)
-        nxt, lp = sample_from_hidden(
-            h[:, -1], self.lm_head.weight, self.lm_head.bias, temperature, top_k, top_p, generator
-        )
+        h, state = self.step_hidden(token, state)
+        nxt, lp = sample_from_hidden(h, *self.output_layer(), temperature, top_k, top_p, generator)
         return nxt, lp, state
 
     @torch.no_grad()

@@ -40,7 +40,6 @@ from torch import Tensor
 
 from llmgan.models.base import Generator, State
 from llmgan.models.output import token_log_probs, weighted_token_nll
-from llmgan.models.sampling import sample_from_hidden
 
 FeatureFn = Callable[[Tensor], Tensor]
 
@@ -253,23 +252,13 @@ class LeakGANGenerator(Generator):
         return weighted_token_nll(hin.reshape(B * T, D), self.head_weight(), None,
                                   self._safe_targets(tokens).reshape(-1), weights.reshape(-1))
 
-    def step(self, token: Tensor, state: State) -> tuple[Tensor, State]:
-        """token (B,) ids or (B, V) soft -> next-token logits (B, V), new state."""
+    def step_hidden(self, token: Tensor, state: State) -> tuple[Tensor, State]:
+        """token (B,) ids or (B, V) soft -> head input (B, k*H + k) (logits = it @ head_weight().T), state."""
         hin, _, state = self._advance(token, state)
-        return hin @ self.head_weight().t(), state
+        return hin, state
 
-    def _sample_next(
-        self,
-        token: Tensor,
-        state: State,
-        temperature: float,
-        top_k: int | None,
-        top_p: float | None,
-        generator: torch.Generator | None,
-    ) -> tuple[Tensor, Tensor, State]:
-        hin, _, state = self._advance(token, state)
-        nxt, lp = sample_from_hidden(hin, self.head_weight(), None, temperature, top_k, top_p, generator)
-        return nxt, lp, state
+    def output_layer(self) -> tuple[Tensor, Tensor | None]:
+        return self.head_weight(), None
 
 
 def discriminator_feature_fns(discriminator: nn.Module) -> tuple[FeatureFn, FeatureFn | None]:
