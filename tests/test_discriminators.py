@@ -255,3 +255,22 @@ def test_cnn_scores_rollout_completions_like_plain_forward():
         low = score_completions(d, tokens, comps, "table").float()
     assert (low - plain).abs().max() < 0.05
     assert score_completions(d.train(), tokens, comps) is None  # dropout active: no shortcut
+
+
+def test_unfold_whole_window_pooling_matches_masked_path_and_gradients():
+    """The few-channel fast path (im2col, pooled in GEMM layout, custom max backward) equals the
+    general masked path in value and in gradients, and never routes gradient to non-maximal windows."""
+    from llmgan.models.discriminators.cnn import CausalConvBank
+
+    torch.manual_seed(0)
+    bank = CausalConvBank(1, (2, 3, 5), (4, 6, 3))
+    assert bank.use_unfold
+    h = torch.randn(7, 9, 1, requires_grad=True)
+    fast = bank(h, None, False, full_windows=True)  # valid None: the fast path
+    grads_fast = torch.autograd.grad(fast.pow(2).sum(), [h, *bank.parameters()])
+    all_valid = torch.ones(7, 9, dtype=torch.bool)
+    slow = bank(h, all_valid, False, full_windows=True)  # a mask: the general path, same semantics
+    grads_slow = torch.autograd.grad(slow.pow(2).sum(), [h, *bank.parameters()])
+    torch.testing.assert_close(fast, slow)
+    for a, b in zip(grads_fast, grads_slow):
+        torch.testing.assert_close(a, b)

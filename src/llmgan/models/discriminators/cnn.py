@@ -70,6 +70,27 @@ def _full_window_pool(pre: Tensor, k: int, valid: Tensor | None, per_step: bool)
     return F.relu(torch.where((n_real < k)[:, None], early, full))
 
 
+class _MaxOverWindows(torch.autograd.Function):
+    """max over axis 1 of (N, W, C) -> (N, C); the gradient goes to the maximal window(s).
+
+    Why not ``Tensor.max(1)``: on a CPU, reducing the middle axis with indices is ~10x slower than
+    ``amax``, and ``amax``'s backward spends three more passes (tie counting) over the input. Here the
+    forward is ``amax`` and the backward one comparison and one product; exact ties (measure zero for
+    float activations) would each receive the full gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, y: Tensor) -> Tensor:
+        out = y.amax(1)
+        ctx.save_for_backward(y, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        y, out = ctx.saved_tensors
+        return (y == out.unsqueeze(1)).to(grad.dtype).mul_(grad.unsqueeze(1))
+
+
 class CausalConvBank(nn.Module):
     """Parallel causal Conv1d's of several widths with ReLU + max-over-time pooling.
 
@@ -100,6 +121,8 @@ class CausalConvBank(nn.Module):
         """
         if full_windows and not self.use_unfold:
             return self._forward_full_windows(h, valid, per_step)
+        if full_windows and valid is None and not per_step and h.size(1) >= max(self.filter_sizes):
+            return self._unfold_whole_windows(h)
         if self.use_unfold:
             pre = self._unfold_convs(h)
             if full_windows:  # same semantics as _forward_full_windows, from the causal outputs
@@ -137,6 +160,24 @@ class CausalConvBank(nn.Module):
             pooled.append(out)
         out = torch.cat(pooled, dim=1)
         return out.transpose(1, 2) if per_step else out
+
+    def _unfold_whole_windows(self, h: Tensor) -> Tensor:
+        """Pooled features over whole windows as im2col + GEMM, pooled in the GEMM's own layout.
+
+        h: (N, L, Cin), L >= every width -> (N, C). The few-channel path (RelGAN: 4096 rows of one
+        channel each) spent more time copying transposed (N, C, L) outputs and pooling over their
+        strided last axis than in the GEMMs; reducing (N, L-k+1, n_k) over its middle axis reads
+        contiguous rows, and the VALID windows skip the k-1 windows hanging off the start.
+        """
+        n, length, cin = h.shape
+        pooled = []
+        for k, conv in zip(self.filter_sizes, self.convs):
+            w_count = length - k + 1
+            cols = h.unfold(1, k, 1)  # (N, L-k+1, Cin, k)
+            w = conv.weight.reshape(conv.out_channels, cin * k)  # (n_k, Cin*k), same (Cin, k) order
+            y = torch.addmm(conv.bias, cols.reshape(n * w_count, cin * k), w.t())  # (N*(L-k+1), n_k)
+            pooled.append(F.relu(_MaxOverWindows.apply(y.view(n, w_count, -1))))
+        return torch.cat(pooled, dim=1)
 
     def _unfold_convs(self, h: Tensor) -> list[Tensor]:
         """Same convs as im2col + GEMM: list of (N, n_k, L) (transposed views).

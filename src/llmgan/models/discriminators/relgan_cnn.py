@@ -92,7 +92,9 @@ class RelGANDiscriminator(Discriminator):
         # Fold representations into the batch: rep i uses embedding dims [i*s, (i+1)*s).
         h = emb.view(b, length, r, s).permute(0, 2, 1, 3).reshape(b * r, length, s)
         v = None if valid is None else valid.repeat_interleave(r, dim=0)  # (B*R, L)
-        pooled = self.convs(h, v, per_step)  # (B*R, C) or (B*R, L, C)
+        # Without a prompt, rows start at position 0: whole windows only (the reference's VALID conv).
+        full = p_len == 0 and (valid is None or bool(valid[:, 0].all()))
+        pooled = self.convs(h, v, per_step, full_windows=full)  # (B*R, C) or (B*R, L, C)
         feats = self.highway(pooled)
         return feats.view(b, r, *feats.shape[1:]), p_len
 
