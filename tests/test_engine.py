@@ -253,18 +253,21 @@ def test_generate_interpolates_latent_codes(tmp_path, capsys):
     assert "latent" in capsys.readouterr().err
 
 
-def test_adversarial_run_resumes_exactly(tmp_path):
-    """A SeqGAN run killed between adversarial rounds resumes to the same weights (G, D, rollout policy)."""
+@pytest.mark.parametrize("algorithm", ["seqgan", "scratchgan", "gad"])
+def test_adversarial_run_resumes_exactly(tmp_path, algorithm):
+    """A run killed between adversarial rounds resumes to the same weights (G, D, the algorithm's own
+    modules) — ScratchGAN's moving-average baseline travels in the checkpoint's algorithm state."""
     corpus = make_corpus(tmp_path / "train.txt", n=120)
+    params = {"seqgan": {"rollouts": 2}, "scratchgan": {}, "gad": {"group_size": 4}}[algorithm]
 
     def cfg():
         c = tiny_config(corpus, epochs=1)
         c.discriminator.kwargs = {"filter_sizes": [2, 3], "num_filters": [6, 6]}
-        c.adversarial.algorithm = "seqgan"
+        c.adversarial.algorithm = algorithm
         c.adversarial.rounds, c.adversarial.d_pretrain_steps = 4, 2
         c.adversarial.d_steps, c.adversarial.d_epochs, c.adversarial.d_samples = 1, 1, 48
         c.adversarial.g_batch_size, c.adversarial.checkpoint_every = 8, 1
-        c.adversarial.params = {"rollouts": 2}
+        c.adversarial.params = params
         return c
 
     Trainer(cfg(), str(tmp_path / "full")).run()
@@ -282,7 +285,11 @@ def test_adversarial_run_resumes_exactly(tmp_path):
     Trainer(cfg(), str(tmp_path / "cut"), resume=True).run()
     full_ckpt, cut_ckpt = Checkpointer(str(tmp_path / "full")).latest(), Checkpointer(str(tmp_path / "cut")).latest()
     assert json.load(open(os.path.join(cut_ckpt, "state.json")))["state"]["round"] == 4
-    for name in ("generator", "discriminator", "rollout_policy"):
+    if algorithm == "scratchgan":
+        saved = json.load(open(os.path.join(cut_ckpt, "state.json")))["state"]["algorithm"]["baseline"]
+        assert saved is not None and len(saved["values"]) == 1  # the scalar EWMA was checkpointed
+    names = ("generator", "discriminator") + (("rollout_policy",) if algorithm == "seqgan" else ())
+    for name in names:
         fa = load_file(os.path.join(full_ckpt, f"{name}.safetensors"))
         fb = load_file(os.path.join(cut_ckpt, f"{name}.safetensors"))
         for k in fa:

@@ -207,6 +207,17 @@ class Algorithm:
         """Modules of the algorithm's own (e.g. a rollout policy) to checkpoint with the run."""
         return {}
 
+    def state_dict(self) -> dict:
+        """Run state that is not a module (moving baselines, cached samples), JSON-serialisable.
+
+        Saved in every checkpoint's state.json and handed back to ``load_state_dict`` on resume, so
+        a resumed run continues exactly where the killed one stopped.
+        """
+        return {}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        """Restore what ``state_dict`` returned (tensors go to ``device``)."""
+
     def g_step(self, ctx: GANContext) -> dict:
         raise NotImplementedError
 

@@ -139,6 +139,20 @@ class GAD(Algorithm):
         # the last G step's samples (D's on-policy fakes), with their prompts and references (None if unconditional)
         self._fresh: tuple[Tensor, Tensor | None, Tensor | None] | None = None
 
+    def state_dict(self) -> dict:
+        """The cached on-policy samples (token ids), when a checkpoint falls between G and D steps."""
+        if self._fresh is None:
+            return {"fresh": None}
+        return {"fresh": [None if t is None else t.tolist() for t in self._fresh]}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        fresh = state.get("fresh")
+        self._fresh = None
+        if fresh is not None:
+            tokens, prompt, reference = (None if t is None else torch.tensor(t, dtype=torch.long, device=device)
+                                         for t in fresh)
+            self._fresh = (tokens, prompt, reference)
+
     @torch.no_grad()
     def rewards(self, ctx: GANContext, tokens: Tensor, prompt: Tensor | None = None,
                 reference: Tensor | None = None, group_size: int = 1) -> Tensor:

@@ -10,8 +10,8 @@ Dense rewards instead of Monte-Carlo rollouts: the discriminator scores every pr
 
 The baseline is read *after* folding the current batch in, as the reference code does (its update op
 runs before the advantage). Unlike the reference (which starts b at 0) the first batch initialises b
-to its own mean; the baseline is not checkpointed, since with decay 0.08 it forgets its past within
-a couple of steps anyway. ``baseline: per_position`` keeps one EWMA per position instead. Rewards
+to its own mean; the baseline is checkpointed with the run (``state_dict``), so a resumed run continues
+exactly. ``baseline: per_position`` keeps one EWMA per position instead. Rewards
 are read with D in eval mode (no dropout noise in the reward; the reference shares D's training-mode
 forward pass between the two losses).
 
@@ -83,6 +83,17 @@ class ScratchGAN(Algorithm):
         if p.d_beta1 is not None and ctx.d_opt is not None:
             for group in ctx.d_opt.param_groups:  # set before a resume reloads the optimizer (which keeps it)
                 group["betas"] = (p.d_beta1, group["betas"][1])
+
+    def state_dict(self) -> dict:
+        value = None if self.baseline is None or self.baseline.value is None else self.baseline.value
+        # float32 -> Python float -> JSON round-trips exactly
+        return {"baseline": None if value is None else {"shape": list(value.shape), "values": value.flatten().tolist()}}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        saved = state.get("baseline")
+        if self.baseline is not None and saved is not None:
+            values = torch.tensor(saved["values"], dtype=torch.float32, device=device)
+            self.baseline.value = values.view(saved["shape"])
 
     def g_step(self, ctx: GANContext) -> dict:
         p = self.params

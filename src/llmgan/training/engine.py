@@ -169,6 +169,8 @@ class Trainer:
 
     def save(self) -> None:
         self.state["sched"] = self.g_sched.state_dict()
+        if self.algorithm is not None:
+            self.state["algorithm"] = self.algorithm.state_dict()
         path = self.checkpointer.save(
             self.global_step,
             self.models(),
@@ -185,6 +187,8 @@ class Trainer:
         )
         if "sched" in state:
             self.g_sched.load_state_dict(state["sched"])
+        if self.algorithm is not None and "algorithm" in state:
+            self.algorithm.load_state_dict(state["algorithm"], self.device)
         return state
 
     def autocast(self):
