@@ -194,6 +194,15 @@ def test_conditional_gad_end_to_end_then_generate(tmp_path, capsys):
     assert main(["generate", run_dir, "--prompt", prompt, "-n", "2", "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert len(lines) == 2 and all(x["prompt"] == prompt and isinstance(x["response"], str) for x in lines)
+    # `llmgan evaluate` scores a conditional run given its prompts: the same test NLL as the engine's
+    # conditional evaluation (the test split re-carved from data.train), samples answer test prompts
+    assert main(["evaluate", run_dir, "--json", "--n-samples", "30"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n_prompts"] == 24 and result["n_samples"] == 30
+    assert result["test_nll"] == pytest.approx(final["test_nll"], rel=1e-5)
+    assert 0.0 <= result["bleu_2"] <= 1.0
+    assert main(["evaluate", run_dir, "--metrics", "nll_gen"]) != 0
+    assert "not defined for a conditional run" in capsys.readouterr().err
 
 
 def test_frozen_d_ablation_keeps_d_fixed(tmp_path):

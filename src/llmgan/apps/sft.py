@@ -132,6 +132,31 @@ def prepare_conditional_data(cfg: RunConfig, run_dir: str, resume: bool = False)
     return RunData(tokenizer, tr, va, te, None, d.max_len, train_prompts=tr_p, valid_prompts=va_p, test_prompts=te_p)
 
 
+def held_out_pairs(run, data: str | None = None) -> tuple[EncodedCorpus, Tensor] | None:
+    """A loaded conditional run's held-out pairs, encoded as in training: (responses, left-padded prompts).
+
+    ``data`` (JSONL with the run's field names) if given, else the run's ``data.test``, else the test
+    split that training carved out of ``data.train`` (same seed and fractions), else None.
+    """
+    d = run.cfg.data
+    path = data or d.test
+    if path:
+        recs = list(load_records(path, d))
+    else:
+        if not d.train or not os.path.isfile(d.train):
+            return None
+        total = sum(d.split)
+        _, _, recs = split_texts(list(load_records(d.train, d)), [x / total for x in d.split], seed=run.cfg.seed)
+    if not recs:
+        return None
+    recs = [{**r, "prompt": format_prompt(run.tokenizer, r["prompt"], d)} for r in recs]
+    pairs = encode_pairs(recs, run.tokenizer, d.max_prompt_len, run.max_len, overflow="truncate",
+                         source=path or f"{d.train} (test split)")
+    corpus = EncodedCorpus(pairs.responses, pairs.response_lengths, pairs.n_truncated, pairs.n_dropped,
+                           pairs.pad_id, pairs.line_numbers)
+    return corpus, pairs.prompts
+
+
 # ------------------------------------------------------------------------------------------ batches
 def trim_prompt(prompts: Tensor, pad_id: int | None) -> Tensor:
     """Drop the leading columns that are padding in every row (a batch's prompts need only its longest)."""

@@ -103,21 +103,47 @@ def evaluate_run(
     against the test set, Self-BLEU-2..4 and distinct-1..4 of the samples. ``fed``, ``nll_gen`` and
     ``detector_auroc`` are computed when asked for; ``nll_gen_kwargs`` sets the fresh model's MLE
     budget (``epochs``, ``max_steps``, ...; see :func:`llmgan.metrics.nll_gen.nll_gen`).
+
+    Conditional runs (prompt/response or labelled data) are scored given their prompts: ``test_nll``
+    is the responses' NLL given the test prompts, and the samples are responses to the test prompts
+    (cycled to ``n_samples``), scored against the test responses. ``nll_gen`` and ``detector_auroc``
+    are unconditional measures and are refused there (``llmgan apps eval`` / ``llmgan detect`` serve
+    conditional runs).
     """
     from llmgan.errors import ConfigError
 
     is_oracle = run.oracle is not None
+    conditional = bool(getattr(run, "is_conditional", False))
     if metrics is None:
         metrics = ["oracle_nll", "test_nll"] if is_oracle else ["test_nll", "bleu", "self_bleu", "distinct"]
     unknown = [m for m in metrics if m not in ALL_METRICS]
     if unknown:
         raise ConfigError(f"--metrics: unknown metric {unknown[0]!r} (valid: {', '.join(ALL_METRICS)})")
     n = n_samples or run.cfg.eval.n_samples
-    test = held_out_corpus(run, data)
     out: dict = {"n_samples": n, "temperature": temperature}
-    samples, lengths = sample_tokens(
-        run.generator, n, run.max_len, run.cfg.eval.batch_size, temperature, top_k, top_p, rng=rng
-    )
+    if conditional:
+        refused = [m for m in metrics if m in ("nll_gen", "detector_auroc")]
+        if refused:
+            raise ConfigError(f"--metrics {refused[0]}: not defined for a conditional run "
+                              "(use `llmgan apps eval` or `llmgan detect`)")
+        from llmgan.apps.sft import conditional_nll, held_out_pairs, sample_for_prompts
+
+        pairs = held_out_pairs(run, data)
+        if pairs is None:
+            raise ConfigError("evaluate: this conditional run has no held-out pairs (pass --data FILE.jsonl)")
+        test, prompts = pairs
+        rows = torch.arange(n) % prompts.size(0)  # every test prompt, cycled to n samples
+        samples, lengths = sample_for_prompts(run.generator, prompts[rows], run.max_len, run.cfg.eval.batch_size,
+                                              temperature, top_k, top_p, rng=rng)
+        out["n_prompts"] = int(prompts.size(0))  # present only for conditional runs
+        if "test_nll" in metrics:
+            out["test_nll"] = conditional_nll(run.generator, test, prompts)
+        metrics = [m for m in metrics if m != "test_nll"]
+    else:
+        test = held_out_corpus(run, data)
+        samples, lengths = sample_tokens(
+            run.generator, n, run.max_len, run.cfg.eval.batch_size, temperature, top_k, top_p, rng=rng
+        )
     if "oracle_nll" in metrics:
         if not is_oracle:
             raise ConfigError("--metrics oracle_nll: this run is not on an oracle")
