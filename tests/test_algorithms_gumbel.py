@@ -368,6 +368,19 @@ def test_end_to_end_through_the_engine(tmp_path, algorithm):
     run = load_run(run_dir)
     s = run.generator.sample(4, T)
     assert s.tokens.shape == (4, T) and int(s.tokens.max()) < 20
+    if algorithm == "textgan":
+        # G was trained as G(z): the checkpoint says so, and sampling without z draws z ~ N(0, I) from
+        # the sampling RNG (the same samples as passing that z explicitly), not the z-less initial state
+        G = run.generator
+        assert bool(G.latent_in_use)
+        with torch.no_grad():
+            G.latent.weight.normal_(0, 3.0)  # make z matter for this check
+        drawn = G.sample(64, T, generator=torch.Generator().manual_seed(5)).tokens
+        g = torch.Generator().manual_seed(5)
+        z = torch.randn(64, 4, generator=g)
+        assert torch.equal(drawn, G.sample(64, T, z=z, generator=g).tokens)
+        G.set_latent_sampling(False)
+        assert not torch.equal(drawn, G.sample(64, T, generator=torch.Generator().manual_seed(5)).tokens)
 
 
 def test_relgan_after_mle_does_not_blow_up(tmp_path):

@@ -148,6 +148,7 @@ class GumbelAlgorithm(Algorithm):
             with torch.no_grad():
                 latent.weight.zero_()
                 latent.bias.zero_()
+            ctx.generator.set_latent_sampling(True)  # generate/evaluate then draw z as training does
 
     # --- pieces -------------------------------------------------------------------------------
     def beta(self, ctx: GANContext) -> float:

@@ -211,6 +211,20 @@ class Generator(nn.Module):
         nxt, lp = sample_from_hidden(h, *self.output_layer(), temperature, top_k, top_p, generator)
         return nxt, lp, state
 
+    def _register_latent_flag(self) -> None:
+        """Call once ``self.latent`` exists: a checkpointed flag, set by an algorithm that trains G(z)
+        (``set_latent_sampling``), after which sampling without an explicit z draws z ~ N(0, I) per
+        sequence, the distribution the generator was trained on, instead of the z-less initial state."""
+        if getattr(self, "latent", None) is not None:
+            self.register_buffer("latent_in_use", torch.zeros((), dtype=torch.bool))
+
+    def set_latent_sampling(self, on: bool) -> None:
+        """Draw z ~ N(0, I) whenever ``sample`` gets no z (only for generators built with a latent code)."""
+        flag = getattr(self, "latent_in_use", None)
+        if flag is None:
+            raise ValueError("this generator was built with latent_dim=0; it takes no z")
+        flag.fill_(bool(on))
+
     @torch.no_grad()
     def sample(
         self,
@@ -229,9 +243,13 @@ class Generator(nn.Module):
         """Sample n sequences of at most ``max_len`` tokens, stopping each row at EOS.
 
         ``state`` + ``first_token`` (B,) continue from a cached prefix instead of starting at BOS
-        (used by Monte-Carlo rollouts). The loop stops early once every row has ended.
+        (used by Monte-Carlo rollouts). The loop stops early once every row has ended. A generator
+        trained with a latent code (``set_latent_sampling``) draws z ~ N(0, I) from ``generator`` when
+        no z is given.
         """
         if state is None:
+            if z is None and bool(getattr(self, "latent_in_use", False)):
+                z = torch.randn(n, self.latent.in_features, generator=generator, device=self.device)
             state = self.init_state(n, prompt=prompt, z=z)
         token = first_token if first_token is not None else self._bos(n).squeeze(1)
         B = token.size(0)

@@ -145,6 +145,7 @@ class GPTGenerator(Generator):
         # distribution be learned without bending the (tied) embedding.
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size)
         self.latent = nn.Linear(cfg.latent_dim, cfg.d_model) if cfg.latent_dim > 0 else None
+        self._register_latent_flag()
         self.apply(self._init_weights)
         # GPT-2: scale the residual output projections by 1/sqrt(2 * n_layers) so the residual
         # stream's variance does not grow with depth.

@@ -40,6 +40,7 @@ class LSTMGenerator(Generator):
         )
         self.lm_head = nn.Linear(cfg.hidden_dim, cfg.vocab_size)
         self.latent = nn.Linear(cfg.latent_dim, 2 * cfg.num_layers * cfg.hidden_dim) if cfg.latent_dim > 0 else None
+        self._register_latent_flag()
         if cfg.init_std is not None:
             for p in self.parameters():
                 nn.init.normal_(p, 0.0, cfg.init_std)

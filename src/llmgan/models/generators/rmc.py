@@ -121,6 +121,7 @@ class RMCGenerator(Generator):
         self.hidden_dim = cfg.mem_slots * D
         self.lm_head = nn.Linear(self.hidden_dim, cfg.vocab_size)
         self.latent = nn.Linear(cfg.latent_dim, cfg.mem_slots * D) if cfg.latent_dim > 0 else None
+        self._register_latent_flag()
 
     def embed(self, x: Tensor) -> Tensor:
         """ids (B, T) or soft one-hots (B, T, V) -> (B, T, E)."""
