@@ -97,6 +97,22 @@ def lengths_from_eos(tokens: Tensor, eos_id: int | None) -> Tensor:
     return torch.where(is_eos.any(1), first + 1, torch.full_like(first, T)).long()
 
 
+def left_padding(prompt: Tensor, batch: int, pad_id: int | None) -> tuple[Tensor, Tensor]:
+    """Leading pads of a left-padded prompt (B, P): (count per row (B,), real-token mask (B, P)).
+
+    Only leading pads count: a pad id after the first real token is an ordinary token. Raises
+    ValueError when the prompt's rows do not match ``batch``.
+    """
+    if prompt.size(0) != batch:
+        raise ValueError(f"prompt has {prompt.size(0)} rows, expected {batch}")
+    if pad_id is not None:
+        n_pad = (prompt == pad_id).long().cumprod(1).sum(1)  # (B,)
+    else:
+        n_pad = torch.zeros(batch, dtype=torch.long, device=prompt.device)
+    real = torch.arange(prompt.size(1), device=prompt.device)[None, :] >= n_pad[:, None]  # (B, P)
+    return n_pad, real
+
+
 class Generator(nn.Module):
     """Base class: see the module docstring for what a subclass provides."""
 

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from llmgan.data.hf_tokenizer import HFTokenizer, load_hf_tokenizer, resolve_model_path
 from llmgan.errors import ConfigError
-from llmgan.models.base import Generator, State
+from llmgan.models.base import Generator, State, left_padding
 from llmgan.models.discriminators.base import Discriminator
 
 # Encoder (bidirectional) architectures: mean pooling; everything else is treated as causal.
@@ -176,15 +176,8 @@ class HFCausalLMGenerator(Generator):
         state = State((), 0, {"attn": torch.ones(batch, 0, dtype=torch.long, device=dev),
                               "offset": torch.zeros(batch, dtype=torch.long, device=dev)})
         if prompt is not None and prompt.size(1) > 0:
-            if prompt.size(0) != batch:
-                raise ValueError(f"prompt has {prompt.size(0)} rows, expected {batch}")
-            P = prompt.size(1)
-            if self.pad_id is not None:  # leading pads only: a pad id after real tokens is a token
-                n_pad = (prompt == self.pad_id).long().cumprod(1).sum(1)  # (B,)
-            else:
-                n_pad = torch.zeros(batch, dtype=torch.long, device=dev)
+            n_pad, real = left_padding(prompt, batch, self.pad_id)  # (B,), (B, P)
             state.extra["offset"] = n_pad
-            real = torch.arange(P, device=dev)[None, :] >= n_pad[:, None]  # (B, P)
             _, state = self._forward(prompt, state, real)
         return state
 

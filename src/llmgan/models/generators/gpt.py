@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from llmgan.errors import ConfigError
-from llmgan.models.base import Generator, State
+from llmgan.models.base import Generator, State, left_padding
 
 
 @dataclass
@@ -187,17 +187,9 @@ class GPTGenerator(Generator):
             extra["z"] = self.latent(z.to(dtype))  # (B, d_model)
         state = State(tuple((empty, empty) for _ in self.blocks), 0, extra)
         if prompt is not None and prompt.size(1) > 0:
-            if prompt.size(0) != batch:
-                raise ValueError(f"prompt has {prompt.size(0)} rows, expected {batch}")
-            P = prompt.size(1)
-            if self.pad_id is not None:
-                # leading pads only: a pad id after the first real token is an ordinary token
-                n_pad = (prompt == self.pad_id).long().cumprod(1).sum(1)  # (B,)
-            else:
-                n_pad = torch.zeros(batch, dtype=torch.long, device=dev)
+            n_pad, real = left_padding(prompt, batch, self.pad_id)  # (B,), (B, P)
             state.extra["offset"] = n_pad
             state.extra["has_pad"] = bool((n_pad > 0).any())
-            real = torch.arange(P, device=dev)[None, :] >= n_pad[:, None]  # (B, P)
             _, state = self._forward(prompt, state, real)
         return state
 
