@@ -178,9 +178,15 @@ def _from_dict(cls: type, data: dict, where: str = "") -> Any:
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(f"unknown config key {prefix}{unknown[0]!r} (valid: {', '.join(sorted(names))})")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for k, v in data.items():
-        kwargs[k] = _coerce(v, hints[k], f"{where}.{k}" if where else k)
+        tp, f = hints[k], fields[k]
+        if dataclasses.is_dataclass(tp) and isinstance(v, dict) and f.default_factory is not dataclasses.MISSING:
+            # a partial section overlays the field's own default (discriminator: {kwargs: ...} keeps
+            # the discriminator's default name "cnn" instead of the section class's "lstm")
+            v = {**{d.name: getattr(f.default_factory(), d.name) for d in dataclasses.fields(tp)}, **v}
+        kwargs[k] = _coerce(v, tp, f"{where}.{k}" if where else k)
     return cls(**kwargs)
 
 

@@ -18,6 +18,7 @@ import torch
 
 from llmgan.algorithms.base import GANContext, build_algorithm
 from llmgan.models.factory import make_discriminator
+from llmgan.training import distributed as dist_utils
 from llmgan.training.logging import info
 
 
@@ -128,6 +129,7 @@ def adversarial_phases(tr) -> None:
                 d_stats = algo.d_step(ctx) or {}
         t_d = time.time() - t1
         st["round"] += 1
+        dist_utils.assert_in_sync(tr.models(), f"adversarial round {st['round']}")
         probe = _probe(ctx)
         record = {**g_stats, **d_stats, **ctx.metrics, **_distinct(probe.tokens, probe.lengths),
                   "time_g_s": t_g, "time_d_s": t_d, "round": st["round"]}

@@ -41,6 +41,31 @@ def all_reduce_gradients(module: torch.nn.Module) -> None:
             p.grad.div_(n)
 
 
+def assert_in_sync(modules: dict[str, torch.nn.Module], where: str) -> None:
+    """Raise TrainingDiverged if any module's parameters differ across ranks (no-op on one process).
+
+    Data parallelism is only correct while every rank holds the same weights: each rank samples its
+    own fakes, gradients are averaged, every rank steps. One float64 checksum per parameter, reduced
+    with MAX and MIN, catches a rank that drifted (a rank-local update, a different init) right away
+    instead of letting it train a different model silently.
+    """
+    from llmgan.errors import TrainingDiverged
+
+    if world_size() <= 1:
+        return
+    for name, module in modules.items():
+        params = [p.detach() for p in module.parameters()]
+        if not params:
+            continue
+        sums = torch.stack([p.double().sum() for p in params])
+        hi, lo = sums.clone(), sums.clone()
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        if not torch.equal(hi, lo):
+            raise TrainingDiverged(f"{where}: the {name}'s parameters differ across ranks (rank {rank()} of "
+                                   f"{world_size()}); data-parallel training needs identical weights on every rank")
+
+
 def resolve_device(name: str) -> torch.device:
     from llmgan.errors import ConfigError
 

@@ -323,6 +323,7 @@ class Trainer:
             if epoch_done:
                 self.state["epoch"] = epoch + 1
                 self.state["batch"] = 0
+                dist_utils.assert_in_sync({"generator": self.generator}, f"MLE epoch {epoch + 1}")
             finished = epoch + 1 >= t.epochs or (t.max_steps is not None and self.state["mle_step"] >= t.max_steps)
             if epoch_done and ((epoch + 1) % t.eval_every == 0 or finished):
                 metrics = self.evaluate()
