@@ -367,7 +367,7 @@ def test_partial_discriminator_section_keeps_its_default_name():
     """`discriminator: {kwargs: ...}` overlays the discriminator's defaults (name cnn), not the generator's."""
     from llmgan.config import config_from_dict
 
-    cfg = config_from_dict({"data": {"oracle": "seqgan", "tokenizer": "ids"}, "discriminator": {"kwargs": {"emb_dim": 8}},
-                            "generator": {"kwargs": {"hidden_dim": 8}}})
+    cfg = config_from_dict({"data": {"oracle": "seqgan", "tokenizer": "ids"},
+                            "discriminator": {"kwargs": {"emb_dim": 8}}, "generator": {"kwargs": {"hidden_dim": 8}}})
     assert cfg.discriminator.name == "cnn" and cfg.discriminator.kwargs == {"emb_dim": 8}
     assert cfg.generator.name == "lstm" and cfg.generator.kwargs == {"hidden_dim": 8}
