@@ -252,7 +252,7 @@ TABLE_BYTES_LIMIT = 1 << 30
 
 
 def window_tables(d: CNNDiscriminator) -> list[Tensor]:
-    """Per filter width w: a (w*V, n_w) fp32 table whose row ``j*V + v`` is token v's contribution
+    """Per filter width w: a (V*w, n_w) fp32 table whose row ``v*w + j`` is token v's contribution
     ``conv.weight[:, :, j] @ embedding[v]`` to a window in which v sits at tap j (bias folded into tap 0).
 
     Why: the convolution of an embedded sequence is linear in the one-hot tokens, so a window's
@@ -261,19 +261,21 @@ def window_tables(d: CNNDiscriminator) -> list[Tensor]:
     is a fused gather-and-sum (``F.embedding_bag``) instead of a w x E x n_w dot product.
     """
     emb = d.embedding.weight.float()  # (V, E)
-    V = emb.size(0)
+    V, E = emb.shape
     tables = []
     with torch.autocast(emb.device.type, enabled=False):
         for w, conv in zip(d.convs.filter_sizes, d.convs.convs):
-            tab = torch.einsum("ve,nej->jvn", emb, conv.weight.float()).reshape(w * V, -1)  # (w*V, n_w)
-            tab[:V] += conv.bias.float()
-            tables.append(tab)
+            n = conv.out_channels
+            taps = conv.weight.float().permute(1, 2, 0).reshape(E, w * n)  # (E, w*n): [e, j*n + c] = W[c, e, j]
+            tab = (emb @ taps).view(V, w, n)  # one GEMM, already in the (token, tap) row order
+            tab[:, 0] += conv.bias.float()
+            tables.append(tab.view(V * w, n))
     return tables
 
 
-def _window_sums(tokens: Tensor, w: int, table: Tensor, vocab_size: int) -> Tensor:
+def _window_sums(tokens: Tensor, w: int, table: Tensor) -> Tensor:
     """Pre-activations of every whole width-w window of tokens (N, L), L >= w: (N, L-w+1, n_w) fp32."""
-    idx = tokens.unfold(1, w, 1) + torch.arange(w, device=tokens.device) * vocab_size  # (N, L-w+1, w)
+    idx = tokens.unfold(1, w, 1) * w + torch.arange(w, device=tokens.device)  # (N, L-w+1, w): rows v*w + j
     n, c, _ = idx.shape
     return F.embedding_bag(idx.reshape(n * c, w), table, mode="sum").view(n, c, -1)
 
@@ -310,33 +312,37 @@ def score_completions(
         table_bytes = 4 * d.vocab_size * sum(w * c.out_channels for w, c in zip(sizes, d.convs.convs))
         method = "table" if table_bytes <= TABLE_BYTES_LIMIT else "conv"
     comp = completions.reshape(Tm1, B * k, T)
+    # windows(x, i): pre-activations of every whole width-w window of x, with the windows along `axis`
+    # (each method's contiguous layout: reducing along it is what keeps pooling cheap)
     if method == "table":
         tables = window_tables(d)
 
-        def windows(x: Tensor, i: int) -> Tensor:  # (N, L) ids -> (N, n_w, L-w+1) pre-activations
-            return _window_sums(x, sizes[i], tables[i], d.vocab_size).transpose(1, 2)
+        def windows(x: Tensor, i: int) -> Tensor:  # (N, L) ids -> (N, L-w+1, n_w)
+            return _window_sums(x, sizes[i], tables[i])
 
-        orig = tokens
+        axis, orig = 1, tokens
     else:
         convs = d.convs.convs
 
         def windows(x: Tensor, i: int) -> Tensor:  # (N, E, L) embeddings -> (N, n_w, L-w+1)
             return convs[i](x)
 
-        orig = d.embed(tokens).transpose(1, 2)  # (B, E, T)
+        axis, orig = -1, d.embed(tokens).transpose(1, 2)  # (B, E, T)
         comp = d.embed(comp.reshape(-1, T)).transpose(1, 2).reshape(Tm1, B * k, -1, T)  # (T-1, B*k, E, T)
-    # running max of the original sequence's whole windows: [..., j] = max over windows ending w-1 .. w-1+j
-    prefix_max = [windows(orig, i).cummax(-1).values for i in range(len(sizes))]
+    # running max of the original sequence's whole windows: entry j = max over windows ending w-1 .. w-1+j
+    prefix_max = [windows(orig, i).cummax(axis).values for i in range(len(sizes))]
     pooled = prefix_max[0].new_empty(Tm1, B * k, d.feature_dim)  # (T-1, B*k, F), filled in place
     for t in range(1, T):  # prefix length t: group t-1
         x = comp[t - 1]  # (B*k, T) ids or (B*k, E, T) embeddings
         col = 0
         for i, w in enumerate(sizes):
             first = max(t, w - 1)  # first window end reaching into the continuation
-            cont = windows(x[..., first - w + 1 :], i).max(-1).values  # windows ending first .. T-1
+            cont = windows(x[..., first - w + 1 :], i).amax(axis)  # (B*k, n_w): windows ending first .. T-1
+            n_w = cont.size(1)
             if t - 1 >= w - 1:  # whole windows inside the prefix, shared by the k rollouts
-                cont = torch.maximum(cont, prefix_max[i][..., t - w].repeat_interleave(k, dim=0))
-            pooled[t - 1, :, col : col + cont.size(1)] = cont.relu_()
-            col += cont.size(1)
+                shared = prefix_max[i].select(axis, t - w)  # (B, n_w)
+                cont = torch.maximum(cont.view(B, k, n_w), shared.unsqueeze(1)).view(B * k, n_w)
+            pooled[t - 1, :, col : col + n_w] = cont.relu_()
+            col += n_w
     logits = d.out(d.dropout(d.highway(pooled))).squeeze(-1)
     return logits.view(Tm1, B, k)
