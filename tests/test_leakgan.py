@@ -63,6 +63,34 @@ def test_feature_fast_path_matches_per_prefix_calls():
     assert torch.equal(slow[:, 0], torch.zeros(3, 15))
 
 
+def test_stepped_features_match_whole_prefix_features_while_sampling():
+    """Sampling steps D's prefix features forward from a carry (only the new windows, from D's vocabulary
+    tables): the same features as recomputing D on every prefix, so the same samples; and the tables
+    follow D's updates."""
+    from llmgan.models.discriminators.cnn import PrefixFeatureStepper
+
+    g, d = tiny_pair()
+    attach_discriminator(g, d)
+    assert isinstance(g._stepper, PrefixFeatureStepper)
+    x = torch.randint(0, V, (5, T))
+    carry = g._stepper.init_carry(5, x.device)
+    for t in range(1, T + 1):  # prefixes shorter and longer than the widest filter (3)
+        feats, carry = g._stepper.step(x[:, :t], carry)
+        torch.testing.assert_close(feats, d.features(x[:, :t]).detach(), atol=1e-5, rtol=1e-5)
+    stepped = g.sample(64, T, generator=torch.Generator().manual_seed(3)).tokens
+    stepper, g._stepper = g._stepper, None
+    whole = g.sample(64, T, generator=torch.Generator().manual_seed(3)).tokens
+    assert torch.equal(stepped, whole)
+    g._stepper = stepper
+    with torch.no_grad():  # an updated D: the stepper rebuilds its tables
+        for p in d.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    feats, _ = g._stepper.step(x[:, :1], g._stepper.init_carry(5, x.device))
+    torch.testing.assert_close(feats, d.features(x[:, :1]).detach(), atol=1e-5, rtol=1e-5)
+    attach_discriminator(g, CNNDiscriminator(V, pad_id=0, **D_KW))  # pads after EOS: whole-prefix path
+    assert g._stepper is None and g.sample(4, T).tokens.shape == (4, T)
+
+
 def test_log_probs_match_sampling_and_steps():
     g, d = tiny_pair()
     attach_discriminator(g, d)

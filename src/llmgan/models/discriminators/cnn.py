@@ -346,3 +346,60 @@ def score_completions(
             col += n_w
     logits = d.out(d.dropout(d.highway(pooled))).squeeze(-1)
     return logits.view(Tm1, B, k)
+
+
+class PrefixFeatureStepper:
+    """D's highway features of prefixes that grow one token at a time (LeakGAN's leaked features while
+    it samples), without re-convolving the prefix at every step.
+
+    A width-w filter of the causal CNN pools, for a prefix of length L, its whole windows once L >= w
+    and its causal (zero-padded) windows before that. Both running maxima ride along in a carry
+    (B, 2F) tensor: each step sums the table rows (:func:`window_tables`, rebuilt whenever D's weights
+    change) of the one new window per width, and only the highway does real arithmetic per step.
+    ``step(prefix, carry)`` equals ``d.features(prefix)`` in eval mode, up to float rounding.
+
+    Only for prefixes without padding: ``applies`` is False for a D that masks a pad id (pads appear
+    after EOS), and callers then recompute features from the whole prefix.
+    """
+
+    def __init__(self, d: CNNDiscriminator) -> None:
+        self.d = d
+        self._key: tuple | None = None
+        self._tables: list[Tensor] = []
+
+    @property
+    def applies(self) -> bool:
+        return self.d.pad_id is None and not self.d.convs.use_unfold
+
+    def init_carry(self, batch: int, device: torch.device) -> Tensor:
+        """(B, 2F) running maxima of whole and causal windows, -inf before any token."""
+        return torch.full((batch, 2 * self.d.feature_dim), float("-inf"), device=device)
+
+    def _current_tables(self) -> list[Tensor]:
+        key = tuple((p.data_ptr(), p._version) for p in self.d.parameters())
+        if key != self._key:  # D was updated (or moved): rebuild, bias kept out of the rows
+            with torch.no_grad():
+                tables = window_tables(self.d)
+                for tab, conv in zip(tables, self.d.convs.convs):
+                    tab.view(-1, conv.kernel_size[0], conv.out_channels)[:, 0] -= conv.bias.float()
+            self._tables, self._key = tables, key
+        return self._tables
+
+    @torch.no_grad()
+    def step(self, prefix: Tensor, carry: Tensor) -> tuple[Tensor, Tensor]:
+        """prefix (B, L >= 1) ids whose last column is new; carry (B, 2F) -> features (B, F), new carry."""
+        d, L = self.d, prefix.size(1)
+        Fd = d.feature_dim
+        whole, causal = carry[:, :Fd].clone(), carry[:, Fd:].clone()
+        pooled, col = [], 0
+        for w, conv, tab in zip(d.convs.filter_sizes, d.convs.convs, self._current_tables()):
+            n = conv.out_channels
+            m = min(w, L)  # taps of the new window that hold tokens (the rest are the causal zero padding)
+            idx = prefix[:, L - m :] * w + torch.arange(w - m, w, device=prefix.device)  # (B, m)
+            pre = F.embedding_bag(idx, tab, mode="sum") + conv.bias.float()  # (B, n)
+            target = whole if L >= w else causal
+            target[:, col : col + n] = torch.maximum(target[:, col : col + n], pre)
+            pooled.append(target[:, col : col + n])
+            col += n
+        feats = d.highway(F.relu(torch.cat(pooled, dim=1)))  # (B, F)
+        return feats, torch.cat([whole, causal], dim=1)

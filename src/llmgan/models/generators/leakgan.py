@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -42,6 +43,7 @@ from llmgan.models.base import Generator, State
 from llmgan.models.output import token_log_probs, weighted_token_nll
 
 FeatureFn = Callable[[Tensor], Tensor]
+FeatureStepper = Any  # init_carry(batch, device) -> (B, C); step(prefix (B, t), carry) -> (features (B, F), carry)
 
 
 @dataclass
@@ -77,7 +79,8 @@ class LeakGANGenerator(Generator):
     """Hierarchical MANAGER/WORKER generator; see the module docstring.
 
     State tensors (all batch-first): worker (h, c) (B, H) each, manager (h, c) (B, H) each, the last
-    c goals (B, c, F) (oldest first, zeros before the start) and the prefix generated so far (B, t).
+    c goals (B, c, F) (oldest first, zeros before the start), the prefix generated so far (B, t) and
+    the feature stepper's carry (B, 2F) (running window maxima; (B, 0) without a stepper).
     ``State.pos`` counts consumed inputs; the first input (BOS) is not part of the prefix.
 
     Speed: logits_v = sum_k w_k (W_O h + b)_{v,k} = [w (x) h, w] . [W_O as (V, k*H), b as (V, k)], so
@@ -105,17 +108,23 @@ class LeakGANGenerator(Generator):
                 nn.init.normal_(p, 0.0, cfg.init_std)
         self._feature_fn: FeatureFn | None = None
         self._all_prefix_fn: FeatureFn | None = None
+        self._stepper: FeatureStepper | None = None
 
     # --- the leak ------------------------------------------------------------------------------
-    def set_feature_fn(self, fn: FeatureFn | None, all_prefixes: FeatureFn | None = None) -> None:
+    def set_feature_fn(
+        self, fn: FeatureFn | None, all_prefixes: FeatureFn | None = None, stepper: FeatureStepper | None = None
+    ) -> None:
         """Set the leaked feature function.
 
         fn: prefix ids (B, t) -> (B, F) (t may be 0). all_prefixes (optional fast path for teacher
         forcing): ids (B, T) -> (B, T, F), row t the feature of tokens[:, :t+1] (a causal CNN gives
-        all of them in one pass). None: zero features.
+        all of them in one pass). stepper (optional fast path for sampling): features of a prefix one
+        token longer than the last, from a carry kept in the generator's state (``init_carry(B, device)``
+        and ``step(prefix, carry) -> (features, carry)``). None: zero features.
         """
         self._feature_fn = fn
         self._all_prefix_fn = all_prefixes
+        self._stepper = stepper
 
     @property
     def has_features(self) -> bool:
@@ -164,7 +173,8 @@ class LeakGANGenerator(Generator):
         hs = tuple(torch.zeros(batch, H, device=dev) for _ in range(4))
         window = torch.zeros(batch, c.step_size, c.feature_dim, device=dev)
         prefix = torch.zeros(batch, 0, dtype=torch.long, device=dev)
-        return State(hs + (window, prefix))
+        carry = self._stepper.init_carry(batch, dev) if self._stepper is not None else torch.zeros(batch, 0, device=dev)
+        return State(hs + (window, prefix, carry))
 
     def head_weight(self) -> Tensor:
         """(V, k*H + k): the worker's output layer rearranged so that logits = head_weight @ head_input."""
@@ -188,24 +198,29 @@ class LeakGANGenerator(Generator):
 
         Returns (head input (B, k*H + k), goal g_t (B, F), new state with the prefix unchanged).
         """
-        wh, wc, mh, mc, window, prefix = state.tensors
+        wh, wc, mh, mc, window = state.tensors[:5]
         m_out, (mh, mc) = self.manager(feature.unsqueeze(1), (mh.unsqueeze(0), mc.unsqueeze(0)))
         goal = F.normalize(self.manager_out(m_out[:, 0]), dim=-1)  # (B, F)
         window = torch.cat([window[:, 1:], goal.unsqueeze(1)], 1)  # the c most recent goals
         w = self._goal_embedding(window.sum(1))
         w_out, (wh, wc) = self.worker(self.embed(x.unsqueeze(1)), (wh.unsqueeze(0), wc.unsqueeze(0)))
-        new = State((wh[0], wc[0], mh[0], mc[0], window, prefix), state.pos + 1)
+        new = State((wh[0], wc[0], mh[0], mc[0], window) + state.tensors[5:], state.pos + 1)
         return self._head_input(w, w_out[:, 0]), goal, new
 
     def _advance(self, x: Tensor, state: State) -> tuple[Tensor, Tensor, State]:
         """_core plus prefix bookkeeping: the consumed id joins the prefix (except the first input,
         BOS), and the manager reads D's feature of that updated prefix (the tokens generated so far)."""
-        prefix = state.tensors[5]
+        prefix, carry = state.tensors[5], state.tensors[6]
         if state.pos > 0:
             ids = x.argmax(-1) if x.dtype.is_floating_point else x
             prefix = torch.cat([prefix, ids.unsqueeze(1).to(prefix.dtype)], 1)
-        hin, goal, new = self._core(x, state, self.prefix_features(prefix))
-        return hin, goal, State(new.tensors[:5] + (prefix,), new.pos)
+        if self._stepper is not None and prefix.size(1) > 0 and carry.size(1) > 0:
+            feature, carry = self._stepper.step(prefix, carry)  # only the new windows, from D's tables
+            feature = feature.float()
+        else:
+            feature = self.prefix_features(prefix)
+        hin, goal, new = self._core(x, state, feature)
+        return hin, goal, State(new.tensors[:5] + (prefix, carry), new.pos)
 
     def forward_hidden(self, inputs: Tensor, state: State) -> tuple[Tensor, State]:
         """Consume inputs (B, T) step by step: head inputs (B, T, k*H + k) (logits = them @
@@ -261,14 +276,16 @@ class LeakGANGenerator(Generator):
         return self.head_weight(), None
 
 
-def discriminator_feature_fns(discriminator: nn.Module) -> tuple[FeatureFn, FeatureFn | None]:
+def discriminator_feature_fns(discriminator: nn.Module) -> tuple[FeatureFn, FeatureFn | None, FeatureStepper | None]:
     """The leak: feature functions for ``set_feature_fn`` from a discriminator with ``features(x)``.
 
     Features are taken in eval mode (no dropout) without gradient; D's train/eval mode is restored.
     For the causal SeqGAN CNN the features of every prefix come from one per-step pass (max pooling
-    over a prefix is a cumulative max), so teacher forcing costs one D call instead of T.
+    over a prefix is a cumulative max), so teacher forcing costs one D call instead of T; and sampling
+    steps prefix features forward (:class:`~llmgan.models.discriminators.cnn.PrefixFeatureStepper`)
+    instead of re-convolving the prefix at every token.
     """
-    from llmgan.models.discriminators.cnn import CNNDiscriminator
+    from llmgan.models.discriminators.cnn import CNNDiscriminator, PrefixFeatureStepper
 
     def run(fn: Callable[[], Tensor]) -> Tensor:
         was = discriminator.training
@@ -283,12 +300,15 @@ def discriminator_feature_fns(discriminator: nn.Module) -> tuple[FeatureFn, Feat
         return run(lambda: discriminator.features(prefix))
 
     all_fn: FeatureFn | None = None
+    stepper: PrefixFeatureStepper | None = None
     if isinstance(discriminator, CNNDiscriminator):
 
         def all_fn(tokens: Tensor) -> Tensor:  # (B, T) -> (B, T, F)
             return run(lambda: discriminator._features(tokens, None, True)[0])
 
-    return prefix_fn, all_fn
+        stepper = PrefixFeatureStepper(discriminator)
+        stepper = stepper if stepper.applies else None
+    return prefix_fn, all_fn, stepper
 
 
 def attach_discriminator(generator: LeakGANGenerator, discriminator: nn.Module) -> None:
