@@ -82,6 +82,8 @@ def main() -> None:
     p.add_argument("--budget-min", type=float, default=None, help="wall-clock cap per algorithm")
     p.add_argument("--budget-min-for", action="append", default=[], metavar="ALGO=MIN",
                    help="a different wall-clock cap for one algorithm (leakgan=15)")
+    p.add_argument("--reuse", default="", help="comma list of algorithms whose run in --out is kept, not rerun "
+                   "(their row comes from the run's bench.json: wall time and overrides)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_oracle_gan"))
@@ -100,7 +102,17 @@ def main() -> None:
         run_dir = os.path.join(a.out, name)
         budgets = dict(b.split("=", 1) for b in a.budget_min_for)
         budget = float(budgets[name]) if name in budgets else a.budget_min
-        wall = run_algorithm(name, a.mle_run, run_dir, rounds, extra, a.threads, a.device, budget)
+        meta_path = os.path.join(run_dir, "bench.json")
+        if name in a.reuse.split(","):
+            if not os.path.isfile(meta_path):
+                sys.exit(f"--reuse {name}: {meta_path} not found (run it first)")
+            meta = json.load(open(meta_path, encoding="utf-8"))
+            wall, extra = meta["wall_s"], meta["overrides"]
+            print(f"{name}: reusing {run_dir}", flush=True)
+        else:
+            wall = run_algorithm(name, a.mle_run, run_dir, rounds, extra, a.threads, a.device, budget)
+            with open(meta_path, "w", encoding="utf-8") as f:
+                json.dump({"wall_s": wall, "overrides": extra, "budget_min": budget}, f)
         pts = curve(run_dir)
         curves[name] = pts
         done = pts[-1][0] if pts else 0
