@@ -274,3 +274,10 @@ def test_unfold_whole_window_pooling_matches_masked_path_and_gradients():
     torch.testing.assert_close(fast, slow)
     for a, b in zip(grads_fast, grads_slow):
         torch.testing.assert_close(a, b)
+    # the sparse backward against finite differences (float64; distinct values, so no ties)
+    from llmgan.models.discriminators.cnn import _WindowLinearMax
+
+    cols = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_WindowLinearMax.apply, (cols, weight, bias))

@@ -70,25 +70,48 @@ def _full_window_pool(pre: Tensor, k: int, valid: Tensor | None, per_step: bool)
     return F.relu(torch.where((n_real < k)[:, None], early, full))
 
 
-class _MaxOverWindows(torch.autograd.Function):
-    """max over axis 1 of (N, W, C) -> (N, C); the gradient goes to the maximal window(s).
+class _WindowLinearMax(torch.autograd.Function):
+    """Max over windows of a linear map: cols (N, W, K), weight (n, K), bias (n,) -> (N, n), i.e. one
+    conv filter bank in im2col form followed by max-over-time pooling.
 
-    Why not ``Tensor.max(1)``: on a CPU, reducing the middle axis with indices is ~10x slower than
-    ``amax``, and ``amax``'s backward spends three more passes (tie counting) over the input. Here the
-    forward is ``amax`` and the backward one comparison and one product; exact ties (measure zero for
-    float activations) would each receive the full gradient.
+    Why a custom backward: max pooling passes each filter's gradient to ONE window per row, so the
+    gradient of the (N, W, n) pre-activations is almost all zeros. Autograd would still build it densely
+    and run two GEMMs over it (for the weights and the input); here the winning windows are gathered
+    (weights) and scattered into (input): N x n x K work instead of N x W x n x K. On RelGAN's D
+    (4096 rows of one channel, widths 2-5 x 300) the bank's forward + backward is ~1.6x faster.
     """
 
     @staticmethod
-    def forward(ctx, y: Tensor) -> Tensor:
-        out = y.amax(1)
-        ctx.save_for_backward(y, out)
-        return out
+    def forward(ctx, cols: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        n_rows, n_win, k = cols.shape
+        n = weight.size(0)
+        out = cols.new_empty(n_rows, n)
+        idx = torch.empty(n_rows, n, dtype=torch.long, device=cols.device)
+        wt = weight.t()
+        # Row chunks whose (rows, W, n) pre-activations (~4 MB) stay in cache between the GEMM that
+        # writes them and the max that reads them: ~1.8x faster than one pass over all rows here.
+        step = max(1, (1 << 20) // max(1, n_win * n))
+        for start in range(0, n_rows, step):
+            rows = slice(start, start + step)
+            y = (cols[rows].reshape(-1, k) @ wt).view(-1, n_win, n)  # (rows, W, n), no bias yet
+            torch.max(y, 1, out=(out[rows], idx[rows]))  # the winning window of every filter
+        ctx.save_for_backward(cols, weight, idx)
+        # the bias is the same for every window, so it is added after the max (the same value exactly)
+        return out.add_(bias)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        y, out = ctx.saved_tensors
-        return (y == out.unsqueeze(1)).to(grad.dtype).mul_(grad.unsqueeze(1))
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        cols, weight, idx = ctx.saved_tensors
+        n_rows, _, k = cols.shape
+        sel = idx.unsqueeze(-1).expand(n_rows, weight.size(0), k)  # (N, n, K)
+        grad_cols = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_cols = torch.zeros_like(cols).scatter_add_(1, sel, grad.unsqueeze(-1) * weight.unsqueeze(0))
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.einsum("rc,rck->ck", grad, cols.gather(1, sel))
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_cols, grad_weight, grad_bias
 
 
 class CausalConvBank(nn.Module):
@@ -166,17 +189,16 @@ class CausalConvBank(nn.Module):
 
         h: (N, L, Cin), L >= every width -> (N, C). The few-channel path (RelGAN: 4096 rows of one
         channel each) spent more time copying transposed (N, C, L) outputs and pooling over their
-        strided last axis than in the GEMMs; reducing (N, L-k+1, n_k) over its middle axis reads
-        contiguous rows, and the VALID windows skip the k-1 windows hanging off the start.
+        strided last axis than in the GEMMs; here each width is one GEMM + max over its windows with
+        a sparse backward (:class:`_WindowLinearMax`), and the VALID windows skip the k-1 windows
+        hanging off the start.
         """
         n, length, cin = h.shape
         pooled = []
         for k, conv in zip(self.filter_sizes, self.convs):
-            w_count = length - k + 1
-            cols = h.unfold(1, k, 1)  # (N, L-k+1, Cin, k)
+            cols = h.unfold(1, k, 1).reshape(n, length - k + 1, cin * k)  # (N, L-k+1, Cin*k)
             w = conv.weight.reshape(conv.out_channels, cin * k)  # (n_k, Cin*k), same (Cin, k) order
-            y = torch.addmm(conv.bias, cols.reshape(n * w_count, cin * k), w.t())  # (N*(L-k+1), n_k)
-            pooled.append(F.relu(_MaxOverWindows.apply(y.view(n, w_count, -1))))
+            pooled.append(F.relu(_WindowLinearMax.apply(cols, w, conv.bias)))
         return torch.cat(pooled, dim=1)
 
     def _unfold_convs(self, h: Tensor) -> list[Tensor]:
