@@ -281,3 +281,18 @@ def test_unfold_whole_window_pooling_matches_masked_path_and_gradients():
     weight = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(_WindowLinearMax.apply, (cols, weight, bias))
+
+
+def test_relgan_discriminator_trains_under_bf16_autocast():
+    """The sparse-backward conv bank runs under CPU bf16 autocast (GEMM in bf16, gradients in fp32)."""
+    from llmgan.models.discriminators.relgan_cnn import RelGANDiscriminator
+
+    torch.manual_seed(0)
+    d = RelGANDiscriminator(30, emb_dim=8, num_rep=4, filter_sizes=(2, 3), num_filters=(6, 6), hidden_dim=8).eval()
+    x = torch.softmax(torch.randn(5, 7, 30), -1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = d(x).float()
+    low.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in d.parameters())
+    with torch.no_grad():
+        assert (low - d(x)).abs().max() < 0.05

@@ -85,9 +85,10 @@ class _WindowLinearMax(torch.autograd.Function):
     def forward(ctx, cols: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         n_rows, n_win, k = cols.shape
         n = weight.size(0)
-        out = cols.new_empty(n_rows, n)
-        idx = torch.empty(n_rows, n, dtype=torch.long, device=cols.device)
         wt = weight.t()
+        out_dtype = (cols[:1, :1].reshape(-1, k) @ wt).dtype  # the GEMM's dtype (bf16 under autocast)
+        out = cols.new_empty(n_rows, n, dtype=out_dtype)
+        idx = torch.empty(n_rows, n, dtype=torch.long, device=cols.device)
         # Row chunks whose (rows, W, n) pre-activations (~4 MB) stay in cache between the GEMM that
         # writes them and the max that reads them: ~1.8x faster than one pass over all rows here.
         step = max(1, (1 << 20) // max(1, n_win * n))
@@ -102,13 +103,15 @@ class _WindowLinearMax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         cols, weight, idx = ctx.saved_tensors
+        grad = grad.to(weight.dtype)  # under autocast cols/grad may be bf16: accumulate in the weights' dtype
         n_rows, _, k = cols.shape
         sel = idx.unsqueeze(-1).expand(n_rows, weight.size(0), k)  # (N, n, K)
         grad_cols = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_cols = torch.zeros_like(cols).scatter_add_(1, sel, grad.unsqueeze(-1) * weight.unsqueeze(0))
+            src = (grad.unsqueeze(-1) * weight.unsqueeze(0)).to(cols.dtype)  # (N, n, K)
+            grad_cols = torch.zeros_like(cols).scatter_add_(1, sel, src)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.einsum("rc,rck->ck", grad, cols.gather(1, sel))
+            grad_weight = torch.einsum("rc,rck->ck", grad, cols.gather(1, sel).to(weight.dtype))
         if ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
         return grad_cols, grad_weight, grad_bias
