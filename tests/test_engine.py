@@ -201,25 +201,33 @@ def test_train_refuses_to_overwrite_a_run(tmp_path, capsys):
     assert main(["train", str(cfg), "--out", run, "--no-progress", "--resume", "--set", "train.epochs=2"]) == 0
 
 
-def test_torchrun_two_processes(tmp_path):
-    """Data-parallel MLE under torchrun (gloo, CPU): both ranks train, rank 0 alone logs and checkpoints."""
+def _torchrun_train(tmp_path, config_yaml: str, port: int) -> list[dict]:
+    """Write the config, train it under torchrun with 2 gloo processes, return the run's metrics records."""
     import subprocess
     import sys
 
-    corpus = make_corpus(tmp_path / "train.txt", n=200)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"data: {{train: {corpus}, max_len: 12}}\ntrain: {{epochs: 2, batch_size: 16, progress: false}}\n"
-                   "generator: {kwargs: {embed_dim: 8, hidden_dim: 8}}\neval: {n_samples: 20}\nthreads: 1\n",
-                   encoding="utf-8")
+    cfg.write_text(config_yaml, encoding="utf-8")
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
          "-m", "llmgan.cli", "train", str(cfg), "--out", str(run), "--device", "cpu"],
-        capture_output=True, text=True, timeout=240, env=env,
+        capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    records = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    return [json.loads(line) for line in open(run / "metrics.jsonl")]
+
+
+def test_torchrun_two_processes(tmp_path):
+    """Data-parallel MLE under torchrun (gloo, CPU): both ranks train, rank 0 alone logs and checkpoints."""
+    corpus = make_corpus(tmp_path / "train.txt", n=200)
+    records = _torchrun_train(
+        tmp_path,
+        f"data: {{train: {corpus}, max_len: 12}}\ntrain: {{epochs: 2, batch_size: 16, progress: false}}\n"
+        "generator: {kwargs: {embed_dim: 8, hidden_dim: 8}}\neval: {n_samples: 20}\nthreads: 1\n",
+        port=29517,
+    )
+    run = tmp_path / "run"
     finals = [r for r in records if r["phase"] == "final"]
     assert len(finals) == 1  # one writer
     # 200 lines -> 180 train rows after the split, 90 per rank -> 6 batches per rank per epoch
@@ -233,29 +241,17 @@ def test_torchrun_adversarial_keeps_ranks_in_sync(tmp_path, algorithm):
     """Adversarial training under torchrun (2 gloo processes): each rank samples its own fakes and
     rollouts, gradients are averaged, and the engine's per-round check finds G, D and the rollout policy
     identical on both ranks (it raises otherwise); rank 0 alone writes the metrics and checkpoints."""
-    import subprocess
-    import sys
-
     corpus = make_corpus(tmp_path / "train.txt", n=200)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(
+    records = _torchrun_train(
+        tmp_path,
         f"data: {{train: {corpus}, max_len: 12}}\ntrain: {{epochs: 1, batch_size: 16, progress: false}}\n"
         "generator: {kwargs: {embed_dim: 8, hidden_dim: 8}}\neval: {n_samples: 20}\nthreads: 1\n"
         "discriminator: {kwargs: {emb_dim: 8, filter_sizes: [2, 3], num_filters: [6, 6]}}\n"
         f"adversarial: {{algorithm: {algorithm}, rounds: 3, d_pretrain_steps: 1, d_steps: 1, d_epochs: 1, "
         "d_samples: 32, d_batch_size: 16, g_batch_size: 8, eval_every: 3, checkpoint_every: 3"
         + (", params: {rollouts: 2}}\n" if algorithm == "seqgan" else "}\n"),
-        encoding="utf-8",
+        port=29519,
     )
-    run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
-         "-m", "llmgan.cli", "train", str(cfg), "--out", str(run), "--device", "cpu"],
-        capture_output=True, text=True, timeout=240, env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    records = [json.loads(line) for line in open(run / "metrics.jsonl")]
     assert [r["round"] for r in records if r["phase"] == "adversarial"] == [1, 2, 3]  # one writer
     assert len([r for r in records if r["phase"] == "final"]) == 1
 
