@@ -276,7 +276,7 @@ class CNNDiscriminator(Discriminator):
 TABLE_BYTES_LIMIT = 1 << 30
 
 
-def window_tables(d: CNNDiscriminator) -> list[Tensor]:
+def window_tables(d: CNNDiscriminator, fold_bias: bool = True) -> list[Tensor]:
     """Per filter width w: a (V*w, n_w) fp32 table whose row ``v*w + j`` is token v's contribution
     ``conv.weight[:, :, j] @ embedding[v]`` to a window in which v sits at tap j (bias folded into tap 0).
 
@@ -293,7 +293,8 @@ def window_tables(d: CNNDiscriminator) -> list[Tensor]:
             n = conv.out_channels
             taps = conv.weight.float().permute(1, 2, 0).reshape(E, w * n)  # (E, w*n): [e, j*n + c] = W[c, e, j]
             tab = (emb @ taps).view(V, w, n)  # one GEMM, already in the (token, tap) row order
-            tab[:, 0] += conv.bias.float()
+            if fold_bias:
+                tab[:, 0] += conv.bias.float()
             tables.append(tab.view(V * w, n))
     return tables
 
@@ -403,11 +404,8 @@ class PrefixFeatureStepper:
     def _current_tables(self) -> list[Tensor]:
         key = tuple((p.data_ptr(), p._version) for p in self.d.parameters())
         if key != self._key:  # D was updated (or moved): rebuild, bias kept out of the rows
-            with torch.no_grad():
-                tables = window_tables(self.d)
-                for tab, conv in zip(tables, self.d.convs.convs):
-                    tab.view(-1, conv.kernel_size[0], conv.out_channels)[:, 0] -= conv.bias.float()
-            self._tables, self._key = tables, key
+            with torch.no_grad():  # bias added per window: a causal window may lack its tap-0 token
+                self._tables, self._key = window_tables(self.d, fold_bias=False), key
         return self._tables
 
     @torch.no_grad()
