@@ -44,12 +44,12 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _doc import command, machine, update_section  # noqa: E402
-from llmgan.apps.sft import sample_for_prompts  # noqa: E402
 from llmgan.apps.translation import score  # noqa: E402
 from llmgan.cli_llm import make_app_data  # noqa: E402
 from llmgan.config import config_from_dict  # noqa: E402
 from llmgan.metrics import self_bleu  # noqa: E402
 from llmgan.training import adversarial as adv_mod  # noqa: E402
+from llmgan.training.conditional import sample_for_prompts  # noqa: E402
 from llmgan.training.engine import Trainer  # noqa: E402
 
 TEMPS = (0.5, 0.8, 1.0, 1.2)
@@ -82,6 +82,9 @@ def _count_forward(gen: torch.nn.Module, counter: TokenCounter) -> None:
     gen._forward = counted
 
 
+_ACTIVE: dict = {}
+
+
 class BudgetTrainer(Trainer):
     """The engine, stopping an arm once its generator token-passes reach ``budget`` (None: no limit)."""
 
@@ -93,7 +96,9 @@ class BudgetTrainer(Trainer):
     def setup(self) -> None:
         super().setup()
         counter = self.counter
-        for g in (self.generator, getattr(self, "reference", None)):
+        _ACTIVE["counter"] = counter  # the probe below pauses the counter of the arm that is running
+        adv = self.adversarial
+        for g in (self.generator, adv.reference if adv is not None else None):
             if g is not None:
                 _count_forward(g, counter)
         inner_eval = self.evaluate
@@ -107,7 +112,7 @@ class BudgetTrainer(Trainer):
 
         self.evaluate = paused_eval
         if self.budget is not None:  # checked after every optimizer step of G (SFT step or adversarial update)
-            for opt in (self.g_opt, getattr(self, "adv_g_opt", None)):
+            for opt in (self.g_opt, adv.g_opt if adv is not None else None):
                 if opt is not None:
                     opt.register_step_post_hook(lambda *_: self._budget_check())
 
@@ -242,7 +247,7 @@ def main() -> None:
     t_start = time.time()
     data_dir = os.path.join(args.out, "data")
     make_app_data("translation", data_dir, n=args.n, seed=0)
-    adv_mod._probe = _paused_probe(lambda ctx: ctx._t.counter)
+    adv_mod._probe = _paused_probe(lambda ctx: _ACTIVE["counter"])
 
     results: dict = {}
     for arm in ["sft", *args.arms.split(",")]:  # fresh run directories (metrics.jsonl would append)

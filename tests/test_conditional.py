@@ -12,8 +12,8 @@ from llmgan.apps import code as code_app
 from llmgan.apps import text as text_app
 from llmgan.apps import translation as tr_app
 from llmgan.apps.sandbox import run_python
-from llmgan.apps.sft import label_prompt, trim_prompt
 from llmgan.config import config_from_dict
+from llmgan.data.conditional import label_prompt, trim_prompt
 from llmgan.models.generators import build_generator
 
 V, BOS, EOS, PAD = 30, 1, 2, 0

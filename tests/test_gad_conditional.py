@@ -55,7 +55,7 @@ def _decode_prompt(tok, row) -> str:
 
 # ------------------------------------------------------------------------------------------ groups
 def test_groups_share_a_prompt_and_advantages_are_normalized_per_prompt(trainer, monkeypatch):
-    ctx, algo = trainer.gan_ctx, trainer.algorithm
+    ctx, algo = trainer.adversarial.ctx, trainer.adversarial.algorithm
     seen: dict = {}
     real_sample = ctx.sample
 
@@ -95,7 +95,7 @@ def test_groups_share_a_prompt_and_advantages_are_normalized_per_prompt(trainer,
 
 
 def test_bradley_terry_reward_uses_the_prompts_reference(trainer):
-    ctx, algo = trainer.gan_ctx, trainer.algorithm
+    ctx, algo = trainer.adversarial.ctx, trainer.adversarial.algorithm
     algo.params.reward = "bradley_terry"
     prompts, refs, _ = ctx.real_pairs(3)
     prompt, ref = prompts.repeat_interleave(K, 0), refs.repeat_interleave(K, 0)
@@ -109,7 +109,7 @@ def test_bradley_terry_reward_uses_the_prompts_reference(trainer):
 
 # ------------------------------------------------------------------------------------------ KL
 def test_kl_to_reference_reads_the_prompt(trainer, monkeypatch):
-    ctx, algo = trainer.gan_ctx, trainer.algorithm
+    ctx, algo = trainer.adversarial.ctx, trainer.adversarial.algorithm
     ref = ctx.reference()
     with torch.no_grad():  # a reference that differs from G, so the KL is not identically 0
         torch.manual_seed(0)
@@ -156,7 +156,7 @@ def test_bradley_terry_d_loss_on_hand_made_logits():
 
 
 def test_d_step_pairs_each_response_with_its_own_prompts_reference(trainer, monkeypatch):
-    ctx, algo = trainer.gan_ctx, trainer.algorithm
+    ctx, algo = trainer.adversarial.ctx, trainer.adversarial.algorithm
     tok = ctx.tokenizer
     D = ctx.discriminator
     calls: list = []

@@ -97,8 +97,8 @@ def test_one_step_raises_reference_over_generated():
 def test_opponent_refreshes_at_iteration_boundaries(tmp_path):
     tr = Trainer(_cfg(tmp_path, params={"iterate_every": 2}), str(tmp_path / "run"))
     tr.setup()
-    ctx, algo = tr.gan_ctx, tr.algorithm
-    assert isinstance(algo, SPIN) and tr.discriminator is None and algo.iteration_length(ctx) == 2
+    ctx, algo = tr.adversarial.ctx, tr.adversarial.algorithm
+    assert isinstance(algo, SPIN) and tr.adversarial.discriminator is None and algo.iteration_length(ctx) == 2
     ctx.sync_reference()  # what the engine does when adversarial training starts (opponent = SFT model)
     opp0 = copy.deepcopy(ctx.reference())
     refreshed = []

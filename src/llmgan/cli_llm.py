@@ -93,9 +93,9 @@ def evaluate_app(run, app: str, data: str | None = None, n: int | None = None, s
     """Generate a response for each test prompt and score it with the application's metric."""
     import torch
 
-    from llmgan.apps.sft import sample_for_prompts
     from llmgan.data import read_jsonl
     from llmgan.detect import _left_pad
+    from llmgan.training.conditional import sample_for_prompts
 
     path = data or run.cfg.data.test
     if not path:

@@ -244,7 +244,7 @@ def config_to_dict(cfg: Any) -> dict:
 
 
 def save_config(cfg: RunConfig, path: str) -> None:
-    from llmgan.training.checkpoint import atomic_write_text
+    from llmgan.fileio import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True))
 

@@ -141,7 +141,7 @@ class Detector:
         rng = torch.Generator().manual_seed(seed)
         g = self.run.generator
         if prompts is not None:
-            from llmgan.apps.sft import sample_for_prompts
+            from llmgan.training.conditional import sample_for_prompts
 
             fake_tokens, _ = sample_for_prompts(g, prompts, self.run.max_len, rng=rng)
         else:
@@ -198,7 +198,7 @@ def validation_tokens(run: Any, n: int) -> tuple[torch.Tensor, torch.Tensor | No
 
     d = run.cfg.data
     if run.is_conditional:
-        from llmgan.apps.sft import format_prompt, load_records
+        from llmgan.data.conditional import format_prompt, load_records
 
         recs = list(load_records(d.valid, d)) if d.valid else None
         if recs is None:

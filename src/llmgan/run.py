@@ -57,8 +57,8 @@ class LoadedRun:
 
     def encode_prompt(self, text: str) -> list[int]:
         """Prompt ids as in training: a class-conditional run takes the label (``pos`` -> ``<label=pos>``),
-        hf tokenizers with a chat template wrap the prompt in it (llmgan.apps.sft)."""
-        from llmgan.apps.sft import format_prompt, label_prompt
+        hf tokenizers with a chat template wrap the prompt in it (llmgan.data.conditional)."""
+        from llmgan.data.conditional import format_prompt, label_prompt
 
         d = self.cfg.data
         if d.label_field is not None and not text.startswith("<label="):

@@ -36,6 +36,11 @@ class NoParams:
     pass
 
 
+# (loss, optimizer, module, grad-clip norm or None, what) -> the loss's value. The engine's optimizer
+# step: finiteness agreed across ranks, backward, data-parallel gradient averaging, clipping, step.
+StepFn = Callable[[Tensor, torch.optim.Optimizer, torch.nn.Module, "float | None", str], float]
+
+
 class GANContext:
     """The shared machinery an algorithm may use. Built by the engine; see the attributes below.
 
@@ -44,47 +49,74 @@ class GANContext:
     cfg: the run's AdversarialConfig; device; max_len: sample length
     rng: sampling torch.Generator on the model's device; data_rng: CPU generator for indices/permutations
     round: the current adversarial round (0-based)
+
+    The engine passes in everything the context reads: the run's data (``train`` and, when
+    conditional, ``train_prompts``), its live progress counters (``progress``: the trainer's state
+    dict, read only here), its optimizer step (``step_fn``), autocast and the frozen reference.
     """
 
-    def __init__(self, trainer: Any):
-        self._t = trainer
-        self.generator = trainer.generator
-        self.discriminator = trainer.discriminator
-        self.g_opt = trainer.adv_g_opt
-        self.d_opt = trainer.d_opt
-        self.cfg = trainer.cfg.adversarial
-        self.device = trainer.device
-        self.max_len = trainer.max_len
-        self.rng = trainer.sample_rng  # on the model's device: sampling
-        self.data_rng = trainer.data_rng  # on the CPU: data indices, permutations, latent codes
-        self.tokenizer = trainer.data.tokenizer
-        self.pad_id = trainer.data.tokenizer.pad_id
+    def __init__(
+        self,
+        *,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module | None,
+        g_opt: torch.optim.Optimizer,
+        d_opt: torch.optim.Optimizer | None,
+        cfg: Any,
+        device: torch.device,
+        max_len: int,
+        rng: torch.Generator,
+        data_rng: torch.Generator,
+        data: Any,
+        progress: dict,
+        step_fn: StepFn,
+        autocast: Callable[[], Any],
+        reference: torch.nn.Module | None = None,
+        grad_clip: float | None = None,
+    ):
+        self.generator = generator
+        self.discriminator = discriminator
+        self.g_opt = g_opt
+        self.d_opt = d_opt
+        self.cfg = cfg
+        self.device = device
+        self.max_len = max_len
+        self.rng = rng  # on the model's device: sampling
+        self.data_rng = data_rng  # on the CPU: data indices, permutations, latent codes
+        self._data = data
+        self.tokenizer = data.tokenizer
+        self.pad_id = data.tokenizer.pad_id
+        self._progress = progress
+        self._step_fn = step_fn
+        self._autocast = autocast
+        self._reference = reference
+        self._grad_clip = grad_clip
         self.metrics: dict[str, float] = {}
 
     @property
     def round(self) -> int:
-        return int(self._t.state.get("round", 0))
+        return int(self._progress.get("round", 0))
 
     @property
     def phase(self) -> str:
         """The engine's phase: "d_pretrain" or "adversarial" (lets d_step tell pre-training apart)."""
-        return str(self._t.state.get("phase", "adversarial"))
+        return str(self._progress.get("phase", "adversarial"))
 
     @property
     def d_pretrain_step(self) -> int:
         """Discriminator pre-training refreshes completed so far."""
-        return int(self._t.state.get("d_pretrain", 0))
+        return int(self._progress.get("d_pretrain", 0))
 
     # --- data ---------------------------------------------------------------------------------
     @property
     def conditional(self) -> bool:
         """True for prompt/response (or class-conditional) runs: ``real_pairs`` gives aligned prompts."""
-        return getattr(self._t.data, "train_prompts", None) is not None
+        return getattr(self._data, "train_prompts", None) is not None
 
     @property
     def n_train(self) -> int:
         """Number of training sequences (pairs, when conditional)."""
-        return len(self._t.data.train)
+        return len(self._data.train)
 
     @torch.no_grad()
     def sample(self, n: int, generator=None, **kwargs) -> Samples:
@@ -102,7 +134,7 @@ class GANContext:
 
     def real_batch(self, n: int) -> tuple[Tensor, Tensor]:
         """n random real training sequences: tokens (n, T) padded to max_len, lengths (n,)."""
-        train = self._t.data.train
+        train = self._data.train
         idx = torch.randint(0, len(train), (n,), generator=self.data_rng)
         tokens = train.tokens[idx]
         if tokens.size(1) < self.max_len:
@@ -116,9 +148,9 @@ class GANContext:
         Returns prompts (n, P) left-padded and trimmed to the batch's longest prompt, responses (n, T)
         padded to max_len, lengths (n,) -- row i of each belongs to the same record.
         """
-        from llmgan.apps.sft import trim_prompt
+        from llmgan.data.conditional import trim_prompt
 
-        data = self._t.data
+        data = self._data
         if data.train_prompts is None:
             raise ValueError("real_pairs: this run has no prompts (unconditional data); use real_batch")
         train = data.train
@@ -135,27 +167,17 @@ class GANContext:
         return torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None]
 
     # --- updates ------------------------------------------------------------------------------
-    def _update(self, loss: Tensor, opt: torch.optim.Optimizer, module: torch.nn.Module, clip: float | None) -> float:
-        from llmgan.training import distributed as dist_utils
-
-        self._t.check_finite(loss, f"{self.cfg.algorithm} loss")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        dist_utils.all_reduce_gradients(module)
-        if clip:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-        opt.step()
-        return float(loss.detach())
-
     def update_generator(self, loss: Tensor) -> float:
-        return self._update(loss, self.g_opt, self.generator, self._t.cfg.train.grad_clip)
+        """One optimizer step of G on ``loss`` (checked finite on every rank, gradients averaged, clipped)."""
+        return self._step_fn(loss, self.g_opt, self.generator, self._grad_clip, f"{self.cfg.algorithm} G loss")
 
     def update_discriminator(self, loss: Tensor, clip: float | None = None) -> float:
-        return self._update(loss, self.d_opt, self.discriminator, clip)
+        """One optimizer step of D on ``loss``; ``clip``: gradient-norm clipping (None: off)."""
+        return self._step_fn(loss, self.d_opt, self.discriminator, clip, f"{self.cfg.algorithm} D loss")
 
     def reference(self):
         """A frozen copy of the generator as it was after MLE pre-training (for KL leashes)."""
-        return self._t.reference_generator()
+        return self._reference
 
     @torch.no_grad()
     def sync_reference(self) -> None:
@@ -171,7 +193,7 @@ class GANContext:
         ref.requires_grad_(False).eval()
 
     def autocast(self):
-        return self._t.autocast()
+        return self._autocast()
 
     def log(self, **metrics: float) -> None:
         self.metrics.update({k: float(v) for k, v in metrics.items()})
@@ -183,6 +205,10 @@ class Algorithm:
     name: str = "base"
     Params: type = NoParams
     uses_discriminator: bool = True
+    needs_reference: bool = False  # the engine keeps a frozen, checkpointed copy of G after MLE (KL leashes)
+    # Whether g_step/d_step condition on prompts (ctx.real_pairs) on conditional data; the engine refuses
+    # conditional data for algorithms that would silently ignore the prompts.
+    supports_prompts: bool = False
 
     def __init__(self, params: Any):
         self.params = params
@@ -205,6 +231,10 @@ class Algorithm:
 
     def extra_models(self) -> dict[str, torch.nn.Module]:
         """Modules of the algorithm's own (e.g. a rollout policy) to checkpoint with the run."""
+        return {}
+
+    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimizers of the algorithm's own (checkpointed with the run)."""
         return {}
 
     def state_dict(self) -> dict:

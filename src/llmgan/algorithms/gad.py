@@ -122,6 +122,7 @@ def gad_policy_loss(
 @register("gad")
 class GAD(Algorithm):
     Params = GADParams
+    supports_prompts = True  # a group / pair is built from a training prompt (ctx.real_pairs)
     needs_reference = True
 
     def setup(self, ctx: GANContext) -> None:

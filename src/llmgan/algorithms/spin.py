@@ -81,6 +81,7 @@ class SPIN(Algorithm):
 
     Params = SPINParams
     uses_discriminator = False
+    supports_prompts = True  # a group / pair is built from a training prompt (ctx.real_pairs)
     needs_reference = True  # the opponent: the engine's frozen, checkpointed copy of G
 
     def setup(self, ctx: GANContext) -> None:

@@ -4,6 +4,7 @@ from llmgan.data.cleaning import clean_texts, dedup, normalize_text
 from llmgan.data.datasets import (
     EncodedCorpus,
     EncodedPairs,
+    RunData,
     SourcedList,
     encode_corpus,
     encode_pairs,
@@ -14,6 +15,7 @@ from llmgan.data.datasets import (
     split_texts,
 )
 from llmgan.data.stats import corpus_stats, format_stats
+from llmgan.data.tokenizer_io import load_tokenizer
 from llmgan.data.tokenizers import (
     BOS_ID,
     EOS_ID,
@@ -26,7 +28,6 @@ from llmgan.data.tokenizers import (
     Tokenizer,
     WordTokenizer,
     build_tokenizer,
-    load_tokenizer,
 )
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "CharTokenizer",
     "EncodedCorpus",
     "EncodedPairs",
+    "RunData",
     "IdsTokenizer",
     "SourcedList",
     "Tokenizer",

@@ -512,3 +512,22 @@ def iterate_batches(
         lens = lengths[idx]
         width = int(lens.max()) if idx.numel() else 0
         yield tokens[idx, :width], lens
+
+
+@dataclass
+class RunData:
+    """What every phase of a run reads: the tokenizer, the encoded corpora and (oracle runs) the oracle.
+
+    Built by ``llmgan.training.data_setup.prepare_data`` from the run's config.
+    """
+
+    tokenizer: Tokenizer
+    train: EncodedCorpus
+    valid: EncodedCorpus | None
+    test: EncodedCorpus | None
+    oracle: torch.nn.Module | None  # the oracle Generator of oracle runs (llmgan.models.generators.oracle)
+    max_len: int  # sample length used for generation and evaluation
+    # conditional runs (llmgan.data.conditional): left-padded prompts (N, P) aligned with the rows above
+    train_prompts: torch.Tensor | None = None
+    valid_prompts: torch.Tensor | None = None
+    test_prompts: torch.Tensor | None = None

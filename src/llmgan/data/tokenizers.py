@@ -14,7 +14,6 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 from llmgan.errors import ConfigError, DataError
@@ -304,30 +303,7 @@ def build_tokenizer(
     return _CLASSES[kind].train(texts, vocab_size, min_freq)  # type: ignore[attr-defined]
 
 
-def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
-    """Read a tokenizer written by :meth:`Tokenizer.save`; DataError for a missing or malformed file."""
-    expected = "(expected a tokenizer JSON file written by llmgan)"
-    try:
-        raw = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found {expected}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({type(e).__name__}) {expected}") from None
-    try:
-        doc = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: line {e.lineno} is not valid JSON ({e.msg}) {expected}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
-        raise DataError(f"{path}: not an llmgan tokenizer file {expected}")
-    kind = doc.get("kind")
-    if kind == "hf":  # a Hugging Face model's tokenizer, stored by name (llmgan.data.hf_tokenizer)
-        from llmgan.data.hf_tokenizer import HFTokenizer
-
-        return HFTokenizer.from_dict(doc)
-    if kind not in _CLASSES:
-        raise DataError(f"{path}: unknown tokenizer kind {kind!r} (expected one of {', '.join(KINDS)})")
-    try:
-        return _CLASSES[kind].from_dict(doc)
-    except Exception as e:  # any failure here means a corrupt file
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: corrupt {kind} tokenizer ({msg}) {expected}") from None
+def token_ids(tokenizer: Tokenizer) -> dict:
+    """vocab_size/bos/eos/pad for a generator from a tokenizer (the oracle's 'ids' has BOS=0 only)."""
+    bos = tokenizer.bos_id if tokenizer.bos_id is not None else 0
+    return {"vocab_size": tokenizer.vocab_size, "bos_id": bos, "eos_id": tokenizer.eos_id, "pad_id": tokenizer.pad_id}

@@ -78,8 +78,8 @@ def nll_gen(run, samples: torch.Tensor, lengths: torch.Tensor, test, *, generato
         grad_clip: global gradient-norm clip (None: off).
         seed: initialisation and data order.
     """
+    from llmgan.metrics.nll import corpus_nll
     from llmgan.models.factory import make_generator
-    from llmgan.training.evaluation import corpus_nll  # lazy: training sits above metrics
 
     t = run.cfg.train
     cfg = generator_cfg if generator_cfg is not None else run.cfg.generator

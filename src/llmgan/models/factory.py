@@ -7,14 +7,9 @@ tokenizer, so a model and its data can never disagree about the vocabulary.
 from __future__ import annotations
 
 from llmgan.config import ModelConfig
+from llmgan.data.tokenizers import token_ids
 from llmgan.errors import ConfigError
 from llmgan.models.base import Generator
-
-
-def token_ids(tokenizer) -> dict:
-    """vocab_size/bos/eos/pad for a generator from a tokenizer (the oracle's 'ids' has BOS=0 only)."""
-    bos = tokenizer.bos_id if tokenizer.bos_id is not None else 0
-    return {"vocab_size": tokenizer.vocab_size, "bos_id": bos, "eos_id": tokenizer.eos_id, "pad_id": tokenizer.pad_id}
 
 
 def make_generator(cfg: ModelConfig, tokenizer) -> Generator:

@@ -372,7 +372,7 @@ class HFDiscriminator(Discriminator):
 
 def build_hf_generator(name: str, tokenizer: Any, **kwargs: Any) -> HFCausalLMGenerator:
     """``name`` = ``hf:<path>``; special ids from the run's tokenizer (which must be the model's)."""
-    from llmgan.models.factory import token_ids
+    from llmgan.data.tokenizers import token_ids
 
     path = name[3:]
     if not isinstance(tokenizer, HFTokenizer):

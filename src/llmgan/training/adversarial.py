@@ -13,53 +13,78 @@ from __future__ import annotations
 
 import copy
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
-from llmgan.algorithms.base import GANContext, build_algorithm
+from llmgan.algorithms.base import Algorithm, GANContext, build_algorithm
 from llmgan.models.factory import make_discriminator
 from llmgan.training import distributed as dist_utils
 from llmgan.training.logging import info
+from llmgan.training.optim import make_optimizer
+
+if TYPE_CHECKING:  # the Trainer drives these phases; only its type is needed here
+    from llmgan.training.engine import Trainer
 
 
-def build_adversarial(tr) -> None:
-    """Attach discriminator, optimizers, algorithm and context to a Trainer (before any resume)."""
-    from llmgan.training.engine import make_optimizer
+class AdversarialSetup:
+    """What an adversarial run adds to the Trainer: D, the adversarial optimizers, the frozen MLE
+    reference, the algorithm and the GANContext it is handed. The Trainer owns one (built before any
+    resume, so a checkpoint can load into every module and optimizer listed here)."""
 
-    a = tr.cfg.adversarial
-    tr.algorithm = build_algorithm(a.algorithm, a.params)
-    tr.discriminator = None
-    tr.d_opt = None
-    if tr.algorithm.uses_discriminator:
-        tr.discriminator = make_discriminator(tr.cfg.discriminator, tr.data.tokenizer).to(tr.device)
-        tr.d_opt = make_optimizer(tr.discriminator.parameters(), "adam", a.d_lr)
-    tr.adv_g_opt = make_optimizer(tr.generator.parameters(), tr.cfg.train.optimizer, a.g_lr,
-                                  tr.cfg.train.weight_decay, tr.cfg.train.betas)
-    tr.reference = None
-    if getattr(tr.algorithm, "needs_reference", False):
-        tr.reference = copy.deepcopy(tr.generator).requires_grad_(False).eval()
-    tr.reference_generator = lambda: tr.reference
-    tr.gan_ctx = GANContext(tr)
-    tr.algorithm.setup(tr.gan_ctx)
+    def __init__(self, tr: Trainer):
+        a, t = tr.cfg.adversarial, tr.cfg.train
+        self.algorithm: Algorithm = build_algorithm(a.algorithm, a.params)
+        if tr.data.train_prompts is not None and not self.algorithm.supports_prompts:
+            from llmgan.errors import ConfigError
 
-    def models():
-        out = {}
-        if tr.discriminator is not None:
-            out["discriminator"] = tr.discriminator
-        if tr.reference is not None:
-            out["reference"] = tr.reference
-        out.update(tr.algorithm.extra_models())
+            raise ConfigError(
+                f"adversarial.algorithm: {a.algorithm} does not condition on prompts, and this run's data is "
+                "conditional (data.prompt_field/label_field set); use gad or spin, or unconditional data"
+            )
+        self.discriminator: torch.nn.Module | None = None
+        self.d_opt: torch.optim.Optimizer | None = None
+        if self.algorithm.uses_discriminator:
+            self.discriminator = make_discriminator(tr.cfg.discriminator, tr.data.tokenizer).to(tr.device)
+            self.d_opt = make_optimizer(self.discriminator.parameters(), "adam", a.d_lr)
+        self.g_opt = make_optimizer(tr.generator.parameters(), t.optimizer, a.g_lr, t.weight_decay, t.betas)
+        self.reference: torch.nn.Module | None = None
+        if self.algorithm.needs_reference:
+            self.reference = copy.deepcopy(tr.generator).requires_grad_(False).eval()
+        self.ctx = GANContext(
+            generator=tr.generator,
+            discriminator=self.discriminator,
+            g_opt=self.g_opt,
+            d_opt=self.d_opt,
+            cfg=a,
+            device=tr.device,
+            max_len=tr.max_len,
+            rng=tr.sample_rng,
+            data_rng=tr.data_rng,
+            data=tr.data,
+            progress=tr.state,
+            step_fn=tr.optimizer_step,
+            autocast=tr.autocast,
+            reference=self.reference,
+            grad_clip=t.grad_clip,
+        )
+        self.algorithm.setup(self.ctx)
+
+    def models(self) -> dict[str, torch.nn.Module]:
+        out: dict[str, torch.nn.Module] = {}
+        if self.discriminator is not None:
+            out["discriminator"] = self.discriminator
+        if self.reference is not None:
+            out["reference"] = self.reference
+        out.update(self.algorithm.extra_models())
         return out
 
-    def optimizers():
-        out = {"generator_adv": tr.adv_g_opt}
-        if tr.d_opt is not None:
-            out["discriminator"] = tr.d_opt
-        out.update(getattr(tr.algorithm, "extra_optimizers", lambda: {})())
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        out: dict[str, torch.optim.Optimizer] = {"generator_adv": self.g_opt}
+        if self.d_opt is not None:
+            out["discriminator"] = self.d_opt
+        out.update(self.algorithm.extra_optimizers())
         return out
-
-    tr.algorithm_models = models
-    tr.algorithm_optimizers = optimizers
 
 
 def _distinct(tokens: torch.Tensor, lengths: torch.Tensor) -> dict:
@@ -69,17 +94,15 @@ def _distinct(tokens: torch.Tensor, lengths: torch.Tensor) -> dict:
     return distinct(seqs, ns=(1, 2))
 
 
-def _mle_step(tr) -> float:
-    ctx = tr.gan_ctx
+def _mle_step(tr: Trainer) -> float:
+    """One teacher-forced step on real data (responses given their prompts when conditional)."""
+    ctx = tr.adversarial.ctx
     prompt = None
-    if ctx.conditional:  # SFT step: responses given their prompts
+    if ctx.conditional:
         prompt, tokens, lengths = ctx.real_pairs(tr.cfg.adversarial.g_batch_size)
     else:
         tokens, lengths = ctx.real_batch(tr.cfg.adversarial.g_batch_size)
-    mask = ctx.mask(tokens, lengths)
-    with tr.autocast():
-        loss = tr.generator.weighted_nll(tokens, mask.float() / mask.sum(), prompt=prompt)
-    return ctx.update_generator(loss)
+    return tr.supervised_step(tokens, lengths, prompt, tr.adversarial.g_opt)
 
 
 def _probe(ctx: GANContext, n: int = 256):
@@ -90,11 +113,12 @@ def _probe(ctx: GANContext, n: int = 256):
     return ctx.sample(n)
 
 
-def adversarial_phases(tr) -> None:
-    a, algo, ctx, st = tr.cfg.adversarial, tr.algorithm, tr.gan_ctx, tr.state
+def adversarial_phases(tr: Trainer) -> None:
+    adv = tr.adversarial
+    a, algo, ctx, st = tr.cfg.adversarial, adv.algorithm, adv.ctx, tr.state
     if not st.get("algo_started"):
-        if tr.reference is not None:
-            tr.reference.load_state_dict(tr.generator.state_dict())
+        if adv.reference is not None:
+            adv.reference.load_state_dict(tr.generator.state_dict())
         algo.start(ctx)
         st["algo_started"] = True
     if st["phase"] == "d_pretrain":

@@ -10,13 +10,12 @@ written to ``<run>/data/{train,test}.txt`` in SeqGAN's format.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 
 from llmgan.config import RunConfig
 from llmgan.data import (
-    EncodedCorpus,
+    RunData,
     Tokenizer,
     build_tokenizer,
     clean_texts,
@@ -26,23 +25,10 @@ from llmgan.data import (
     split_texts,
 )
 from llmgan.errors import ConfigError
+from llmgan.fileio import atomic_write_text
 from llmgan.models.base import Generator
-from llmgan.training.checkpoint import atomic_write_text
+from llmgan.training.conditional import prepare_conditional_data, run_tokenizer
 from llmgan.training.logging import info
-
-
-@dataclass
-class RunData:
-    tokenizer: Tokenizer
-    train: EncodedCorpus
-    valid: EncodedCorpus | None
-    test: EncodedCorpus | None
-    oracle: Generator | None
-    max_len: int  # sample length used for generation and evaluation
-    # conditional runs (llmgan.apps.sft): left-padded prompts (N, P) aligned with the rows above
-    train_prompts: torch.Tensor | None = None
-    valid_prompts: torch.Tensor | None = None
-    test_prompts: torch.Tensor | None = None
 
 
 def load_oracle(spec: str) -> Generator:
@@ -76,8 +62,6 @@ def _oracle_corpora(cfg: RunConfig, run_dir: str, oracle: Generator, tokenizer: 
 def prepare_data(cfg: RunConfig, run_dir: str, resume: bool = False) -> RunData:
     d = cfg.data
     if d.prompt_field is not None or d.label_field is not None:  # prompt/response or class-conditional
-        from llmgan.apps.sft import prepare_conditional_data
-
         return prepare_conditional_data(cfg, run_dir, resume)
     oracle = load_oracle(d.oracle) if d.oracle else None
     tok_path = os.path.join(run_dir, "tokenizer.json")
@@ -104,8 +88,6 @@ def prepare_data(cfg: RunConfig, run_dir: str, resume: bool = False) -> RunData:
     if oracle is None:
         init_tok = os.path.join(cfg.train.init_from, "tokenizer.json") if cfg.train.init_from else None
         if d.tokenizer == "hf":  # the hf:<model> generator's own tokenizer
-            from llmgan.apps.sft import run_tokenizer
-
             tokenizer = run_tokenizer(cfg, train_texts, tok_path, resume)
         elif resume and os.path.isfile(tok_path):
             tokenizer = load_tokenizer(tok_path)

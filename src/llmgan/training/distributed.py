@@ -1,6 +1,10 @@
 """torch.distributed helpers. Under ``torchrun`` (RANK/WORLD_SIZE set) the process group is
 initialised once; everything else asks ``rank()`` / ``is_main()`` so that only rank 0 logs and
-writes checkpoints, while every rank samples with its own seed (seed + rank)."""
+writes checkpoints, while every rank samples with its own seed (seed + rank).
+
+Gradients are averaged by ``torch.nn.parallel.DistributedDataParallel`` (bucketed all-reduces that
+overlap the backward pass, and the initial broadcast of rank 0's weights); see :class:`DataParallel`
+for how the engine's method-based models (``weighted_nll``, ``sample_relaxed``, ``D(x)``) use it."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 def world_size() -> int:
@@ -30,15 +36,70 @@ def maybe_init(device: torch.device) -> None:
     dist.init_process_group(backend=backend)
 
 
-def all_reduce_gradients(module: torch.nn.Module) -> None:
-    """Average gradients across ranks (plain data parallelism; no-op on one process)."""
+class _LossPassthrough(nn.Module):
+    """A module whose forward returns the loss it is given: the hook by which DDP sees a backward coming.
+
+    Why: our models are driven through methods (``weighted_nll``, ``log_probs``, ``sample_relaxed``,
+    a discriminator's ``forward`` inside a generator loss), not one ``forward``, and a loss often mixes
+    several calls. DDP prepares its reducer in ``forward``: it walks the autograd graph from the output
+    to find which parameters take part (``find_unused_parameters``). Passing the finished loss through
+    this forward gives DDP exactly that graph, so its bucketed all-reduce overlaps the real backward.
+    """
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, loss: Tensor) -> Tensor:
+        return loss
+
+
+class DataParallel:
+    """DDP engines for the modules a run trains, keyed by module; a no-op on one process.
+
+    ``add(module)`` wraps it once (DDP broadcasts rank 0's weights and buffers to every rank there);
+    ``prepare(module, loss)`` returns the loss to call ``backward()`` on, after which the module's
+    gradients hold the average over ranks. Frozen modules (no trainable parameter) are never wrapped.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._engines: dict[int, DistributedDataParallel] = {}
+
+    def add(self, module: nn.Module) -> None:
+        if not self.enabled or id(module) in self._engines or not any(p.requires_grad for p in module.parameters()):
+            return
+        device = next(module.parameters()).device
+        self._engines[id(module)] = DistributedDataParallel(
+            _LossPassthrough(module),
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,  # no forward of ours runs through DDP: buffers are synced at wrap time
+            find_unused_parameters=True,  # a loss may touch only part of a model (latent layer, LeakGAN's manager)
+        )
+
+    def prepare(self, module: nn.Module, loss: Tensor) -> Tensor:
+        engine = self._engines.get(id(module))
+        return loss if engine is None else engine(loss)
+
+
+def first_rank_where(flag: bool, device: torch.device) -> int | None:
+    """The lowest rank on which ``flag`` is true, or None when it is false on every rank (all ranks agree)."""
     n = world_size()
     if n <= 1:
-        return
-    for p in module.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(n)
+        return 0 if flag else None
+    t = torch.tensor([rank() if flag else n], device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    first = int(t.item())
+    return None if first >= n else first
+
+
+def sum_across_ranks(value: int, device: torch.device) -> int:
+    """Sum of an integer over all ranks (the value itself on one process)."""
+    if world_size() <= 1:
+        return value
+    t = torch.tensor([value], dtype=torch.long, device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return int(t.item())
 
 
 def assert_in_sync(modules: dict[str, torch.nn.Module], where: str) -> None:

@@ -22,51 +22,28 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from llmgan.config import RunConfig, save_config
-from llmgan.errors import TrainingDiverged
+from llmgan.data import RunData
+from llmgan.data.conditional import trim_prompt
+from llmgan.errors import CheckpointError, TrainingDiverged
+from llmgan.fileio import atomic_write_text
 from llmgan.models.factory import make_generator
 from llmgan.training import distributed as dist_utils
-from llmgan.training.checkpoint import Checkpointer
-from llmgan.training.data_setup import RunData, prepare_data, write_ids
+from llmgan.training.adversarial import AdversarialSetup, adversarial_phases
+from llmgan.training.checkpoint import Checkpointer, load_model_weights
+from llmgan.training.conditional import conditional_evaluator
+from llmgan.training.data_setup import prepare_data, write_ids
 from llmgan.training.evaluation import evaluate_generator
 from llmgan.training.logging import MetricsLogger, info
+from llmgan.training.optim import lr_lambda, make_optimizer
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def fused_ok(params: list[torch.Tensor]) -> bool:
-    """Whether torch's fused Adam kernel applies: every parameter a float on CPU or CUDA.
-
-    Why: the fused kernel updates all parameters in one pass; on the SeqGAN CNN discriminator (6.4M
-    parameters, 128-sequence minibatches) it cuts a training step by ~15% against the for-loop Adam.
-    """
-    return bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-
-
-def make_optimizer(params, name: str, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999)):
-    """Adam / AdamW (fused kernel where it applies) or SGD over the trainable ``params``."""
-    params = [p for p in params if p.requires_grad]
-    if name in ("adam", "adamw"):
-        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return cls(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused_ok(params) or None)
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-
-
-def lr_lambda(schedule: str, warmup: int, total: int):
-    def fn(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
-        if schedule == "constant" or total <= warmup:
-            return 1.0
-        frac = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1 + math.cos(math.pi * frac)) if schedule == "cosine" else 1.0 - frac
-
-    return fn
 
 
 class _StopRequested(Exception):
@@ -123,22 +100,25 @@ class Trainer:
             "d_pretrain": 0,
             "done": False,
         }
-        self.algorithm = None
+        # data parallelism: DDP engines over G (and D), built once; the modules stay the plain ones
+        self.data_parallel = dist_utils.DataParallel(self.world > 1)
+        self.data_parallel.add(self.generator)
+        self.adversarial: AdversarialSetup | None = None
         if cfg.adversarial.algorithm:
-            from llmgan.training.adversarial import build_adversarial
-
-            build_adversarial(self)
+            self.adversarial = AdversarialSetup(self)
+            if self.adversarial.discriminator is not None:
+                self.data_parallel.add(self.adversarial.discriminator)
+            for module in self.adversarial.algorithm.extra_models().values():
+                if any(p.requires_grad for p in module.parameters()):
+                    self.data_parallel.add(module)
         self.latest_checkpoint = latest
         if latest is not None:
             self.state.update(self._load(latest))
             info(f"resumed from {latest} (phase {self.state['phase']}, step {self.global_step})")
-            if self.state["phase"] == "done" and self.algorithm is None and self.state["epoch"] < cfg.train.epochs:
+            if self.state["phase"] == "done" and self.adversarial is None and self.state["epoch"] < cfg.train.epochs:
                 self.state["phase"] = "mle"  # a finished MLE run resumed with more epochs trains on
 
     def _init_from(self, run_dir: str) -> None:
-        from llmgan.errors import CheckpointError
-        from llmgan.training.checkpoint import load_model_weights
-
         ckpt = Checkpointer(run_dir).latest()
         if ckpt is None:
             raise CheckpointError(f"train.init_from: {run_dir} has no checkpoint")
@@ -150,27 +130,23 @@ class Trainer:
         return int(self.state["mle_step"]) + int(self.state.get("round", 0))
 
     def models(self) -> dict[str, torch.nn.Module]:
+        """Every module a checkpoint holds."""
         out: dict[str, torch.nn.Module] = {"generator": self.generator}
-        if self.algorithm is not None:
-            out.update(self.algorithm_models())
+        if self.adversarial is not None:
+            out.update(self.adversarial.models())
         return out
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimizer a checkpoint holds."""
         out = {"generator": self.g_opt}
-        if self.algorithm is not None:
-            out.update(self.algorithm_optimizers())
+        if self.adversarial is not None:
+            out.update(self.adversarial.optimizers())
         return out
-
-    def algorithm_models(self) -> dict[str, torch.nn.Module]:
-        return {}
-
-    def algorithm_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {}
 
     def save(self) -> None:
         self.state["sched"] = self.g_sched.state_dict()
-        if self.algorithm is not None:
-            self.state["algorithm"] = self.algorithm.state_dict()
+        if self.adversarial is not None:
+            self.state["algorithm"] = self.adversarial.algorithm.state_dict()
         path = self.checkpointer.save(
             self.global_step,
             self.models(),
@@ -187,8 +163,8 @@ class Trainer:
         )
         if "sched" in state:
             self.g_sched.load_state_dict(state["sched"])
-        if self.algorithm is not None and "algorithm" in state:
-            self.algorithm.load_state_dict(state["algorithm"], self.device)
+        if self.adversarial is not None and "algorithm" in state:
+            self.adversarial.algorithm.load_state_dict(state["algorithm"], self.device)
         return state
 
     def autocast(self):
@@ -198,14 +174,50 @@ class Trainer:
         dtype = torch.bfloat16 if p == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def check_finite(self, value: torch.Tensor | float, what: str) -> None:
-        v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
-        if not math.isfinite(v):
+    def check_finite(self, value: Tensor | float, what: str) -> None:
+        """Raise TrainingDiverged on EVERY rank when ``value`` is NaN/inf on ANY rank.
+
+        Under torchrun the ranks agree first (one tiny all-reduce), so a NaN on one rank stops them all
+        with the same one-line error instead of leaving the others blocked in the next collective.
+        """
+        v = float(value.detach()) if isinstance(value, Tensor) else float(value)
+        bad_rank = dist_utils.first_rank_where(not math.isfinite(v), self.device)
+        if bad_rank is not None:
             where = self.latest_checkpoint or "none written yet"
+            on = f" on rank {bad_rank}" if self.world > 1 else ""
             raise TrainingDiverged(
-                f"{what} became {v} at step {self.global_step} (phase {self.state['phase']}); "
-                f"training stopped, last good checkpoint: {where}"
+                f"{what} became {v if bad_rank == self.rank else 'non-finite'}{on} at step {self.global_step} "
+                f"(phase {self.state['phase']}); training stopped, last good checkpoint: {where}"
             )
+
+    def optimizer_step(
+        self, loss: Tensor, opt: torch.optim.Optimizer, module: torch.nn.Module, clip: float | None, what: str
+    ) -> float:
+        """The one optimizer step every phase uses: finiteness agreed across ranks, backward (through
+        DDP's bucketed, overlapped gradient averaging under torchrun), gradient clipping, step."""
+        self.check_finite(loss, what)
+        opt.zero_grad(set_to_none=True)
+        self.data_parallel.prepare(module, loss).backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+        opt.step()
+        return float(loss.detach())
+
+    def supervised_step(
+        self, tokens: Tensor, lengths: Tensor, prompt: Tensor | None, opt: torch.optim.Optimizer
+    ) -> float:
+        """One teacher-forced MLE step of G on real ``tokens`` (B, T) (responses given ``prompt`` if set).
+
+        The loss is the mean NLL per token of the GLOBAL batch: each rank divides its token sum by the
+        token count of all ranks together (times the world size, since DDP averages), so 2 ranks on
+        shards equal one process on the whole batch even when the shards hold different token counts.
+        """
+        mask = (torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None].to(tokens.device))
+        n_tok = dist_utils.sum_across_ranks(int(mask.sum()), self.device)
+        with self.autocast():
+            loss = self.generator.weighted_nll(tokens, mask.float() * (self.world / max(n_tok, 1)), prompt=prompt)
+        value = self.optimizer_step(loss, opt, self.generator, self.cfg.train.grad_clip, "MLE loss")
+        return value * max(n_tok, 1) / (self.world * max(int(mask.sum()), 1))  # this rank's mean NLL per token
 
     # ------------------------------------------------------------------------------ run
     def run(self) -> dict:
@@ -222,11 +234,9 @@ class Trainer:
         try:
             if self.state["phase"] == "mle":
                 self.mle_phase()
-                self.state.update(phase="d_pretrain" if self.algorithm is not None else "done")
+                self.state.update(phase="d_pretrain" if self.adversarial is not None else "done")
                 self.save()
-            if self.algorithm is not None and self.state["phase"] in ("d_pretrain", "adversarial"):
-                from llmgan.training.adversarial import adversarial_phases
-
+            if self.adversarial is not None and self.state["phase"] in ("d_pretrain", "adversarial"):
                 adversarial_phases(self)
             final = self.evaluate(final=True)
             self.state.update(phase="done", done=True)
@@ -280,22 +290,11 @@ class Trainer:
                 idx = order[b * t.batch_size : (b + 1) * t.batch_size]
                 lengths = train.lengths[idx]
                 tokens = train.tokens[idx, : int(lengths.max())].to(self.device)
-                mask = (torch.arange(tokens.size(1))[None, :] < lengths[:, None]).to(self.device)
-                n_tok = int(mask.sum())
                 prompt = None
                 if self.data.train_prompts is not None:  # SFT: prompts condition, only responses are targets
-                    from llmgan.apps.sft import trim_prompt
-
                     prompt = trim_prompt(self.data.train_prompts[idx], g.pad_id).to(self.device)
-                with self.autocast():
-                    loss = g.weighted_nll(tokens, mask.float() / n_tok, prompt=prompt)
-                self.check_finite(loss, "MLE loss")
-                self.g_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                dist_utils.all_reduce_gradients(g)
-                if t.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(g.parameters(), t.grad_clip)
-                self.g_opt.step()
+                loss = self.supervised_step(tokens, lengths.to(self.device), prompt, self.g_opt)
+                n_tok = int(lengths.sum())
                 self.g_sched.step()
                 self.state["batch"] = b + 1
                 self.state["mle_step"] += 1
@@ -309,13 +308,13 @@ class Trainer:
                     self.logger.log(
                         step,
                         "mle",
-                        loss=float(loss.detach()),
+                        loss=loss,
                         lr=self.g_sched.get_last_lr()[0],
                         tokens_per_s=round(tps, 1),
                         epoch=epoch,
                     )
                     if bar is not None:
-                        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", tok_s=f"{tps:,.0f}")
+                        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
                     last_log, tokens_since = now, 0
                 if t.max_steps is not None and step >= t.max_steps:
                     break
@@ -356,8 +355,6 @@ class Trainer:
         e = self.cfg.eval
         evaluate = evaluate_generator
         if self.data.train_prompts is not None:  # conditional run: responses given their prompts
-            from llmgan.apps.sft import conditional_evaluator
-
             evaluate = conditional_evaluator(self.data)
         metrics, samples = evaluate(
             self.generator,
@@ -385,7 +382,5 @@ class Trainer:
         if self.data.tokenizer.kind == "ids":
             write_ids(path, tokens[:limit])
         else:
-            from llmgan.training.checkpoint import atomic_write_text
-
             lines = [self.data.tokenizer.decode(row) for row in tokens[:limit].tolist()]
             atomic_write_text(path, "\n".join(lines) + "\n")

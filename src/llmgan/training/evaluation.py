@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
 
 from llmgan.data import EncodedCorpus
+from llmgan.metrics.nll import corpus_nll  # noqa: F401 - re-exported (tests, CLI)
 from llmgan.models.base import Generator
 
 
@@ -34,25 +34,6 @@ def sample_tokens(
         lens.append(s.lengths.cpu())
     generator.train(was_training)
     return torch.cat(toks), torch.cat(lens)
-
-
-@torch.no_grad()
-def corpus_nll(generator: Generator, corpus: EncodedCorpus, batch_size: int = 256, autocast=None) -> float:
-    """Mean per-token NLL of a held-out corpus under the generator (EOS included, padding not)."""
-    was_training = generator.training
-    generator.eval()
-    total, count = 0.0, 0
-    ctx = autocast or nullcontext
-    for start in range(0, len(corpus), batch_size):
-        lengths = corpus.lengths[start : start + batch_size]
-        tokens = corpus.tokens[start : start + batch_size, : int(lengths.max())].to(generator.device)
-        mask = (torch.arange(tokens.size(1))[None, :] < lengths[:, None]).to(generator.device)
-        with ctx():
-            lp = generator.log_probs(tokens)
-        total += float(-(lp.float() * mask).sum())
-        count += int(mask.sum())
-    generator.train(was_training)
-    return total / max(count, 1)
 
 
 def evaluate_generator(
@@ -126,7 +107,8 @@ def evaluate_run(
         if refused:
             raise ConfigError(f"--metrics {refused[0]}: not defined for a conditional run "
                               "(use `llmgan apps eval` or `llmgan detect`)")
-        from llmgan.apps.sft import conditional_nll, held_out_pairs, sample_for_prompts
+        from llmgan.data.conditional import held_out_pairs
+        from llmgan.training.conditional import conditional_nll, sample_for_prompts
 
         pairs = held_out_pairs(run, data)
         if pairs is None:

@@ -1,76 +1,22 @@
-"""Conditional data for the engine: prompt/response pairs (SFT) and class-conditional texts.
-
-``data.prompt_field`` set: each JSONL record gives a prompt and a response; MLE becomes supervised
-fine-tuning: the loss is ``Generator.weighted_nll(responses, mask / n, prompt=prompts)``, so only
-response tokens are targets and the (left-padded) prompt is pure conditioning. With an ``hf``
-tokenizer that has a chat template, prompts are wrapped in it (``data.chat_template``).
-
-``data.label_field`` set: records ``{"text", "label"}``; the label becomes the prompt ``<label=x>``
-(one word token for the word tokenizer), so G is conditioned on the class and a discriminator given
-``prompt=`` judges real/fake per class.
-
-The encoded responses are an ordinary :class:`~llmgan.data.EncodedCorpus` (so every phase can read
-them as before) and ``RunData.{train,valid,test}_prompts`` hold the aligned left-padded prompts.
-"""
+"""Conditional runs in the engine: their data (tokenizer, encoded prompt/response pairs) and their
+evaluation (NLL of responses given prompts, responses sampled for prompts)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from llmgan.config import DataConfig, RunConfig
-from llmgan.data import (
-    EncodedCorpus,
-    SourcedList,
-    Tokenizer,
-    build_tokenizer,
-    encode_pairs,
-    load_tokenizer,
-    read_jsonl,
-    split_texts,
-)
-from llmgan.errors import ConfigError, DataError
+from llmgan.config import RunConfig
+from llmgan.data import EncodedCorpus, Tokenizer, build_tokenizer, encode_pairs, load_tokenizer, split_texts
+from llmgan.data.conditional import format_prompt, load_records, trim_prompt
+from llmgan.data.datasets import RunData
+from llmgan.errors import ConfigError
 from llmgan.models.base import Generator
-
-
-def label_prompt(label: Any) -> str:
-    """The prompt text that stands for a class label (a single whitespace-free word token)."""
-    return f"<label={str(label).replace(' ', '_')}>"
-
-
-def is_conditional(d: DataConfig) -> bool:
-    return d.prompt_field is not None or d.label_field is not None
-
-
-def load_records(path: str, d: DataConfig) -> SourcedList:
-    """``{"prompt", "response"[, "label"]}`` records of a JSONL file under the run's field names."""
-    if d.label_field is not None:
-        recs = read_jsonl(path, fields=(d.field,))
-        out = []
-        for rec, n in zip(recs, recs.line_numbers):
-            lab = rec.get(d.label_field)
-            if lab is None or isinstance(lab, bool) or not isinstance(lab, (str, int)):
-                raise DataError(f'{path}: line {n}: field "{d.label_field}" missing or not a string/integer '
-                                "(expected a class label)")
-            out.append({"prompt": label_prompt(lab), "response": rec[d.field], "label": lab})
-        return SourcedList(out, source=recs.source, line_numbers=recs.line_numbers)
-    assert d.prompt_field is not None
-    recs = read_jsonl(path, fields=(d.prompt_field, d.response_field))
-    out = [{"prompt": r[d.prompt_field], "response": r[d.response_field]} for r in recs]
-    return SourcedList(out, source=recs.source, line_numbers=recs.line_numbers)
-
-
-def format_prompt(tokenizer: Tokenizer, text: str, d: DataConfig) -> str:
-    """Prompt text as the model is trained on it: chat template for hf tokenizers that have one
-    (not for class labels, which are control codes)."""
-    if d.label_field is None and d.chat_template and hasattr(tokenizer, "format_prompt"):
-        return tokenizer.format_prompt(text)
-    return text
+from llmgan.training.logging import info
 
 
 def run_tokenizer(cfg: RunConfig, texts: Sequence[str], tok_path: str, resume: bool) -> Tokenizer:
@@ -87,9 +33,6 @@ def run_tokenizer(cfg: RunConfig, texts: Sequence[str], tok_path: str, resume: b
 
 def prepare_conditional_data(cfg: RunConfig, run_dir: str, resume: bool = False):
     """Like :func:`llmgan.training.data_setup.prepare_data` for prompt/response or labelled data."""
-    from llmgan.training.data_setup import RunData
-    from llmgan.training.logging import info
-
     d = cfg.data
     if d.oracle:
         raise ConfigError("data.prompt_field/label_field: conditional runs read JSONL files, not an oracle")
@@ -130,42 +73,6 @@ def prepare_conditional_data(cfg: RunConfig, run_dir: str, resume: bool = False)
     va, va_p = enc(valid, d.valid or "valid split")
     te, te_p = enc(test, d.test or "test split")
     return RunData(tokenizer, tr, va, te, None, d.max_len, train_prompts=tr_p, valid_prompts=va_p, test_prompts=te_p)
-
-
-def held_out_pairs(run, data: str | None = None) -> tuple[EncodedCorpus, Tensor] | None:
-    """A loaded conditional run's held-out pairs, encoded as in training: (responses, left-padded prompts).
-
-    ``data`` (JSONL with the run's field names) if given, else the run's ``data.test``, else the test
-    split that training carved out of ``data.train`` (same seed and fractions), else None.
-    """
-    d = run.cfg.data
-    path = data or d.test
-    if path:
-        recs = list(load_records(path, d))
-    else:
-        if not d.train or not os.path.isfile(d.train):
-            return None
-        total = sum(d.split)
-        _, _, recs = split_texts(list(load_records(d.train, d)), [x / total for x in d.split], seed=run.cfg.seed)
-    if not recs:
-        return None
-    recs = [{**r, "prompt": format_prompt(run.tokenizer, r["prompt"], d)} for r in recs]
-    pairs = encode_pairs(recs, run.tokenizer, d.max_prompt_len, run.max_len, overflow="truncate",
-                         source=path or f"{d.train} (test split)")
-    corpus = EncodedCorpus(pairs.responses, pairs.response_lengths, pairs.n_truncated, pairs.n_dropped,
-                           pairs.pad_id, pairs.line_numbers)
-    return corpus, pairs.prompts
-
-
-# ------------------------------------------------------------------------------------------ batches
-def trim_prompt(prompts: Tensor, pad_id: int | None) -> Tensor:
-    """Drop the leading columns that are padding in every row (a batch's prompts need only its longest)."""
-    if pad_id is None or prompts.size(1) == 0:
-        return prompts
-    used = (prompts != pad_id).any(0)
-    if not bool(used.any()):
-        return prompts[:, -1:]
-    return prompts[:, int(used.float().argmax()):]
 
 
 @torch.no_grad()
