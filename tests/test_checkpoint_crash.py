@@ -138,6 +138,9 @@ SCENARIOS = {
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_save_killed_at_every_file_operation_leaves_a_complete_latest(scenario, tmp_path, monkeypatch, capsys):
     keep, before, (step, tag), leftovers = SCENARIOS[scenario]
+    # a kill keeps what reached the page cache, so fsync changes nothing seen here (the fsync-order
+    # test below covers power cuts); counted as an operation still, but not paid ~5 ms a call
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
     old_tag = before[-1][1] if before else None
     k = 0
     while True:
