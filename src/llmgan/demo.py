@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"runs: {mle}, {gan}, {cont}  (llmgan generate RUN_DIR / llmgan evaluate RUN_DIR)")
     if report_ok:
         print(f"report: {os.path.join(report_dir, 'index.html')}")
-    with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump({k: v for k, v in results.items()}, f, indent=1)
+    from llmgan.fileio import atomic_write_text  # a demo killed here leaves the old summary or the new one
+
+    atomic_write_text(os.path.join(out, "summary.json"), json.dumps(dict(results), indent=1))
     return 0
 
 

@@ -1,4 +1,10 @@
-"""Atomic file writes shared by every module that saves something (tokenizers, configs, checkpoints)."""
+"""Atomic, durable file writes shared by every module that saves something (tokenizers, configs, checkpoints).
+
+Atomic: a reader sees the old file or the complete new one (temp file in the same folder, then
+``os.replace``). Durable: the data is fsynced before the rename and the folder after it, so that a
+power cut cannot leave the new name pointing at empty or partial data (ext4/xfs may reorder a rename
+before the data it names reaches the disk unless told otherwise).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,35 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` via a temp file in the same folder and ``os.replace``.
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a written file's data to the disk (for files written by a library that takes a path)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (names created, renamed or removed in it) to the disk.
+
+    A no-op where folders cannot be opened (Windows), which commits renames without being asked.
+    """
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, sync_dir: bool = True) -> None:
+    """Write ``text`` (UTF-8) to ``path`` via a fsynced temp file in the same folder and ``os.replace``.
 
     A reader never sees a half-written file: either the old file or the complete new one.
+    ``sync_dir=False`` skips the folder fsync for a caller that fsyncs the folder once itself after
+    several files (a checkpoint).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,3 +58,5 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         except OSError:
             pass
         raise
+    if sync_dir:
+        fsync_dir(path.parent)

@@ -1,16 +1,19 @@
-"""Checkpoints: safetensors for tensors, JSON for everything else, written atomically.
+"""Checkpoints: safetensors for tensors, JSON for everything else, written crash-safely.
 
 Layout of one checkpoint (a directory):
 
-    checkpoints/step-000123/
+    checkpoints/step-0000123/
         generator.safetensors       model weights (and discriminator.safetensors, ...)
         optim-generator.safetensors optimizer tensors (Adam moments), keyed "<param index>.<name>"
-        state.json                  step counters, phase, RNG states, optimizer hyper-parameters
+        rng.safetensors             torch / CUDA / sampler RNG states
+        state.json                  step counters, phase, RNG states, optimizer hyper-parameters (written last)
+    checkpoints/step-0000123.1/     a later save of the same step (D pre-training re-saves one step)
     checkpoints/latest              a text file naming the newest complete checkpoint
 
-A checkpoint is written into a hidden temporary directory and renamed into place only when every
-file is complete; ``latest`` is then replaced atomically. A run killed at any moment therefore
-leaves either the previous checkpoint or the new one, never a half-written one. No pickle anywhere.
+A checkpoint is written into a hidden temporary directory, every file fsynced, and renamed to a
+name no other checkpoint has; ``latest`` is then replaced atomically, and only after that are old
+checkpoints pruned. A run killed at any moment therefore leaves ``latest`` naming a complete
+checkpoint, the previous one or the new one. No pickle anywhere.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from typing import Any
@@ -28,11 +32,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from llmgan.errors import CheckpointError
-from llmgan.fileio import atomic_write_text  # noqa: F401 - re-exported (configs, samples, runs)
+from llmgan.fileio import atomic_write_text, fsync_dir, fsync_file  # atomic_write_text: re-exported
+from llmgan.training.logging import info
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
-    """safetensors file written atomically; tensors are made contiguous and de-aliased (tied weights)."""
+def save_tensors(
+    tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None, sync_dir: bool = True
+) -> None:
+    """safetensors file written atomically and durably (fsynced before the rename, the folder after);
+    tensors are made contiguous and de-aliased (tied weights). ``sync_dir=False``: the caller fsyncs
+    the folder once after several files."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     seen: dict[int, str] = {}
@@ -47,11 +56,14 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str
     os.close(fd)
     try:
         save_file(clean, tmp, metadata=metadata)
+        fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if sync_dir:
+        fsync_dir(directory)
 
 
 def load_tensors(path: str) -> dict[str, torch.Tensor]:
@@ -137,8 +149,45 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 
 # --- whole checkpoints -------------------------------------------------------------------------
+_NAME = re.compile(r"^step-(\d+)(?:\.(\d+))?$")
+
+
+def checkpoint_key(name: str) -> tuple[int, int] | None:
+    """(step, save number) of a checkpoint directory name, None for anything else.
+
+    ``step-0000123`` is the first save of step 123, ``step-0000123.1`` the next save of the same step
+    (D pre-training re-saves one global step), so sorting by this key orders saves in time.
+    """
+    m = _NAME.match(name)
+    return None if m is None else (int(m.group(1)), int(m.group(2) or 0))
+
+
+def _is_leftover(name: str) -> bool:
+    """Temp entries a killed save leaves behind: a checkpoint or a pruned one (``.tmp-*``), a pointer
+    (``.latest.*.tmp``, from atomic_write_text)."""
+    return name.startswith(".tmp-") or (name.startswith(".latest.") and name.endswith(".tmp"))
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 class Checkpointer:
-    """Writes and finds checkpoints under ``<run_dir>/checkpoints``; only rank 0 writes."""
+    """Writes and finds checkpoints under ``<run_dir>/checkpoints``; only rank 0 writes.
+
+    A save never touches the checkpoint ``latest`` names before ``latest`` has moved: the new one
+    goes to a new directory name (a re-save of the same step gets ``step-<step>.<n>``), every file
+    and both directories are fsynced, ``latest`` is replaced atomically (fsynced temp file,
+    ``os.replace``, fsync of the folder), and only then are old ones pruned. A process killed at
+    any point leaves ``latest`` naming a complete checkpoint (the old or the new one); the temp
+    directories it leaves behind are removed by the next save.
+    """
 
     def __init__(self, run_dir: str, keep: int = 2, is_writer: bool = True):
         self.dir = os.path.join(run_dir, "checkpoints")
@@ -153,54 +202,106 @@ class Checkpointer:
         state: dict,
         generators: dict[str, torch.Generator] | None = None,
     ) -> str | None:
-        """Write checkpoint ``step-<step>`` atomically and point ``latest`` at it."""
+        """Write a checkpoint of ``step`` under a new directory and point ``latest`` at it."""
         if not self.is_writer:
             return None
-        os.makedirs(self.dir, exist_ok=True)
-        name = f"step-{step:07d}"
+        if not os.path.isdir(self.dir):
+            os.makedirs(self.dir, exist_ok=True)
+            fsync_dir(os.path.dirname(self.dir))  # the run directory now names checkpoints/
+        self._clean_leftovers()
+        name = self._new_name(step)
         final = os.path.join(self.dir, name)
         tmp = tempfile.mkdtemp(dir=self.dir, prefix=".tmp-")
         try:
             for key, model in models.items():
-                save_tensors(model.state_dict(), os.path.join(tmp, f"{key}.safetensors"))
+                save_tensors(model.state_dict(), os.path.join(tmp, f"{key}.safetensors"), sync_dir=False)
             opt_meta = {}
             for key, opt in optimizers.items():
                 tensors, meta = optimizer_to_flat(opt)
-                save_tensors(tensors, os.path.join(tmp, f"optim-{key}.safetensors"))
+                save_tensors(tensors, os.path.join(tmp, f"optim-{key}.safetensors"), sync_dir=False)
                 opt_meta[key] = meta
             rng_tensors, rng_meta = rng_state()
             for key, g in (generators or {}).items():
                 rng_tensors[f"gen.{key}"] = g.get_state()
-            save_tensors(rng_tensors, os.path.join(tmp, "rng.safetensors"))
+            save_tensors(rng_tensors, os.path.join(tmp, "rng.safetensors"), sync_dir=False)
             payload = {"step": step, "state": state, "optimizers": opt_meta, "rng": rng_meta}
-            atomic_write_text(os.path.join(tmp, "state.json"), json.dumps(payload, indent=1))
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.rename(tmp, final)
+            # state.json last: a directory holding it holds every other file of the checkpoint
+            atomic_write_text(os.path.join(tmp, "state.json"), json.dumps(payload, indent=1), sync_dir=False)
+            fsync_dir(tmp)
+            os.rename(tmp, final)  # a fresh name: nothing is removed or replaced
+            fsync_dir(self.dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        atomic_write_text(os.path.join(self.dir, "latest"), name + "\n")
+        atomic_write_text(os.path.join(self.dir, "latest"), name + "\n")  # the commit point
         self._prune(keep_name=name)
         return final
 
+    def _names(self) -> list[str]:
+        """Checkpoint directory names, oldest save first."""
+        names = [n for n in os.listdir(self.dir) if checkpoint_key(n) is not None]
+        return sorted(names, key=lambda n: checkpoint_key(n) or (0, 0))
+
+    def _new_name(self, step: int) -> str:
+        taken = [k[1] for k in map(checkpoint_key, os.listdir(self.dir)) if k is not None and k[0] == step]
+        return f"step-{step:07d}" if not taken else f"step-{step:07d}.{max(taken) + 1}"
+
+    def _clean_leftovers(self) -> None:
+        for n in os.listdir(self.dir):
+            if _is_leftover(n):
+                _remove(os.path.join(self.dir, n))
+
     def _prune(self, keep_name: str) -> None:
-        names = sorted(n for n in os.listdir(self.dir) if n.startswith("step-"))
-        for old in names[: max(0, len(names) - self.keep)]:
-            if old != keep_name:
-                shutil.rmtree(os.path.join(self.dir, old), ignore_errors=True)
+        """Keep ``keep_name`` (what ``latest`` names) and the ``keep - 1`` saves before it.
+
+        Saves sorted after it are dropped too: they are left by a run killed between writing a
+        checkpoint and moving ``latest``, which a resume from ``latest`` has rolled back.
+        A pruned checkpoint is first renamed to ``.tmp-*`` (atomic), so that a crash during the
+        deletion leaves a leftover for the next save to clean, never a half-deleted ``step-*``.
+        """
+        names = self._names()
+        if keep_name not in names:
+            return
+        i = names.index(keep_name)
+        kept = set(names[max(0, i - (self.keep - 1)) : i + 1])
+        for old in names:
+            if old in kept:
+                continue
+            doomed = os.path.join(self.dir, f".tmp-pruned-{old}")
+            try:
+                os.rename(os.path.join(self.dir, old), doomed)
+            except OSError:
+                continue  # a leftover of the same name (next save cleans it), or already gone
+            shutil.rmtree(doomed, ignore_errors=True)
 
     def latest(self) -> str | None:
-        """Path of the newest complete checkpoint, or None."""
+        """Path of the checkpoint ``latest`` names, or None when no save has completed.
+
+        Should ``latest`` name a missing or incomplete directory (a file system that lost the
+        checkpoint, a hand-edited pointer), the newest complete checkpoint is used with a one-line
+        warning; with none left, a CheckpointError.
+        """
         pointer = os.path.join(self.dir, "latest")
         if not os.path.isfile(pointer):
             return None
-        with open(pointer, encoding="utf-8") as f:
-            name = f.read().strip()
-        path = os.path.join(self.dir, name)
-        if not os.path.isfile(os.path.join(path, "state.json")):
-            raise CheckpointError(f"{pointer}: names {name!r}, which is missing or incomplete")
-        return path
+        try:
+            with open(pointer, encoding="utf-8") as f:
+                name = f.read().strip()
+        except (OSError, UnicodeDecodeError):
+            name = ""
+        if checkpoint_key(name) is not None and self._complete(name):
+            return os.path.join(self.dir, name)
+        complete = [n for n in self._names() if self._complete(n)]
+        if not complete:
+            raise CheckpointError(
+                f"{pointer}: names {name!r}, which is missing or incomplete, and no other checkpoint is complete"
+            )
+        info(f"warning: {pointer} names {name!r}, which is missing or incomplete; using {complete[-1]}, "
+             "the newest complete checkpoint")
+        return os.path.join(self.dir, complete[-1])
+
+    def _complete(self, name: str) -> bool:
+        return os.path.isfile(os.path.join(self.dir, name, "state.json"))
 
     @staticmethod
     def load(
