@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-import llmgan.training.checkpoint as ckpt_mod
+import llmgan.tensor_files as tensor_files
 from llmgan.training.checkpoint import Checkpointer, checkpoint_key
 
 
@@ -64,7 +64,7 @@ def file_ops(monkeypatch, killer: Killer) -> Iterator[None]:
         for name in OS_OPS:
             m.setattr(os, name, killer.wrap(name, getattr(os, name)))
         m.setattr(shutil, "rmtree", killer.wrap("rmtree", shutil.rmtree))
-        m.setattr(ckpt_mod, "save_file", killer.wrap("save_file", ckpt_mod.save_file))
+        m.setattr(tensor_files, "save_file", killer.wrap("save_file", tensor_files.save_file))
         yield
 
 

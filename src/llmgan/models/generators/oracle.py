@@ -101,7 +101,7 @@ def oracle_nll(oracle: LSTMGenerator, tokens: torch.Tensor, batch_size: int = 10
 
 def save_oracle_file(oracle: LSTMGenerator, path: str) -> None:
     """Save a (random) oracle as safetensors with its sizes in the metadata."""
-    from llmgan.training.checkpoint import save_tensors
+    from llmgan.tensor_files import save_tensors
 
     c = oracle.cfg
     meta = {
@@ -117,7 +117,7 @@ def load_oracle_file(path: str) -> LSTMGenerator:
     """Load an oracle written by ``save_oracle_file`` (``llmgan oracle --random``)."""
     from safetensors import safe_open
 
-    from llmgan.training.checkpoint import load_model_weights
+    from llmgan.tensor_files import load_model_weights
 
     if not __import__("os").path.isfile(path):
         raise CheckpointError(f"{path}: oracle file not found (expected 'seqgan' or a .safetensors oracle)")
