@@ -8,6 +8,7 @@ for how the engine's method-based models (``weighted_nll``, ``sample_relaxed``, 
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -70,11 +71,15 @@ class DataParallel:
         if not self.enabled or id(module) in self._engines or not any(p.requires_grad for p in module.parameters()):
             return
         device = next(module.parameters()).device
+        # no forward of ours runs through DDP, so buffers need syncing once, at wrap time, not per forward
+        # (torch >= 2.13 names that option forward_sync_buffers; older releases broadcast_buffers)
+        params = inspect.signature(DistributedDataParallel.__init__).parameters
+        buffers = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
         self._engines[id(module)] = DistributedDataParallel(
             _LossPassthrough(module),
             device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False,  # no forward of ours runs through DDP: buffers are synced at wrap time
             find_unused_parameters=True,  # a loss may touch only part of a model (latent layer, LeakGAN's manager)
+            **buffers,
         )
 
     def prepare(self, module: nn.Module, loss: Tensor) -> Tensor:
