@@ -83,11 +83,11 @@ def test_groups_share_a_prompt_and_advantages_are_normalized_per_prompt(trainer,
     with torch.no_grad():
         D.eval()
         r = D(tokens, prompt=prompt).float().view(n_groups, K)
-    expected = (r - r.mean(1, keepdim=True)) / (r.std(1, unbiased=False, keepdim=True) + 1e-6)
+    expected = (r - r.mean(1, keepdim=True)) / (r.std(1, unbiased=True, keepdim=True) + 1e-6)  # TRL/verl's std
     torch.testing.assert_close(adv.view(n_groups, K), expected, atol=1e-4, rtol=1e-4)
     a = adv.view(n_groups, K)
     torch.testing.assert_close(a.mean(1), torch.zeros(n_groups), atol=1e-5, rtol=0)
-    torch.testing.assert_close(a.std(1, unbiased=False), torch.ones(n_groups), atol=1e-3, rtol=0)
+    torch.testing.assert_close(a.std(1, unbiased=True), torch.ones(n_groups), atol=1e-3, rtol=0)
     for key in ("reward_mean", "reward_std", "zero_var_groups", "response_len", "kl"):
         assert key in stats and math.isfinite(stats[key])
     # the prompt's responses are scored, not an unconditional score: D reads the prompt
