@@ -166,14 +166,24 @@ def test_d_step_pairs_each_response_with_its_own_prompts_reference(trainer, monk
         calls.append((x.detach().clone(), None if prompt is None else prompt.clone()))
         return forward(x, prompt=prompt, **kw)
 
+    sampled: set = set()  # (prompt row, response row) of every fake G wrote
+    real_sample = ctx.sample
+
+    def sample(n, generator=None, **kw):
+        out = real_sample(n, generator=generator, **kw)
+        sampled.update((tuple(p.tolist()), tuple(t.tolist())) for p, t in zip(kw["prompt"], out.tokens))
+        return out
+
     monkeypatch.setattr(D, "forward", recording)
+    monkeypatch.setattr(ctx, "sample", sample)
     trainer.state["phase"] = "d_pretrain"  # warm-up: fresh G responses for random training prompts
     stats = algo.d_step(ctx)
     assert calls and len(calls) % 2 == 0 and 0.0 <= stats["d_pair_acc"] <= 1.0
-    for (real, p_real), (_fake, p_fake) in zip(calls[::2], calls[1::2]):
+    for (real, p_real), (fake, p_fake) in zip(calls[::2], calls[1::2]):
         assert p_real is not None and torch.equal(p_real, p_fake)  # both sides of a pair read one prompt
-        for prow, rrow in zip(p_real, real):  # the real side is that prompt's reference translation
+        for prow, rrow, frow in zip(p_real, real, fake):  # the real side is that prompt's reference translation
             assert tok.decode(rrow.tolist()) == tr_app.translate(_decode_prompt(tok, prow))
+            assert (tuple(prow.tolist()), tuple(frow.tolist())) in sampled  # the fake side, G's answer to it
 
 
 # ------------------------------------------------------------------------------------------ end to end
