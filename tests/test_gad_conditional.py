@@ -174,10 +174,19 @@ def test_d_step_pairs_each_response_with_its_own_prompts_reference(trainer, monk
         sampled.update((tuple(p.tolist()), tuple(t.tolist())) for p, t in zip(kw["prompt"], out.tokens))
         return out
 
+    clips: list = []
+    update = ctx.update_discriminator
+
+    def update_discriminator(loss, clip=None):
+        clips.append(clip)
+        return update(loss, clip=clip)
+
     monkeypatch.setattr(D, "forward", recording)
     monkeypatch.setattr(ctx, "sample", sample)
+    monkeypatch.setattr(ctx, "update_discriminator", update_discriminator)
     trainer.state["phase"] = "d_pretrain"  # warm-up: fresh G responses for random training prompts
     stats = algo.d_step(ctx)
+    assert clips and set(clips) == {algo.params.d_grad_clip}  # GAD clips D's gradient norm (0.2)
     assert calls and len(calls) % 2 == 0 and 0.0 <= stats["d_pair_acc"] <= 1.0
     for (real, p_real), (fake, p_fake) in zip(calls[::2], calls[1::2]):
         assert p_real is not None and torch.equal(p_real, p_fake)  # both sides of a pair read one prompt
