@@ -82,8 +82,11 @@ CASES: dict[str, dict] = {
 LSTM = {"name": "lstm", "kwargs": {"embed_dim": 16, "hidden_dim": 16}}
 
 
-def build(tmp_path, algo: str, lr: float = 0.03, generator: dict | None = None, params: dict | None = None) -> Trainer:
-    """A Trainer set up (data, models, algorithm, GANContext; no training) with the fixed critic as D."""
+def build(tmp_path, algo: str, lr: float = 0.03, generator: dict | None = None, params: dict | None = None,
+          loss: str = "vanilla") -> Trainer:
+    """A Trainer set up (data, models, algorithm, GANContext; no training) with the fixed critic as D.
+
+    ``loss``: the run's adversarial.loss; with ``wgan`` (the critic scores FAKENESS) the critic is negated."""
     case = CASES[algo]
     data = tmp_path / "train.txt"
     _write_data(data, share=0.8)  # real text rich in TARGET (what RankGAN and SPIN learn towards)
@@ -94,14 +97,14 @@ def build(tmp_path, algo: str, lr: float = 0.03, generator: dict | None = None, 
         # a placeholder the fixed critic replaces (2 filters: LeakGAN checks its feature size at setup)
         "discriminator": {"name": "cnn", "kwargs": {"emb_dim": 8, "filter_sizes": [2], "num_filters": [2]}},
         "train": {"epochs": 0, "batch_size": 32, "progress": False},
-        "adversarial": {"algorithm": algo, "g_batch_size": 64, "g_lr": lr,
+        "adversarial": {"algorithm": algo, "g_batch_size": 64, "g_lr": lr, "loss": loss,
                         "params": {**case["params"], **(params or {})}},
     })
     tr = Trainer(cfg, str(tmp_path / "run"))
     tr.setup()
     ctx, algorithm = tr.gan_ctx, tr.algorithm
     if algorithm.uses_discriminator:
-        critic = TargetTokenCritic()
+        critic = TargetTokenCritic(-1.0, -1.0) if loss in ("wgan", "wgan_gp") else TargetTokenCritic()
         tr.discriminator = ctx.discriminator = critic
     algorithm.start(ctx)  # as the engine does before the first round (LeakGAN attaches D's features here)
     return tr
@@ -133,6 +136,25 @@ def test_target_token_frequency_rises_under_a_fixed_critic(algo, tmp_path):
     se = math.sqrt(se_before**2 + se_after**2)
     # a rise of 6 standard errors (and at least 3 points) cannot come from sampling noise
     assert after - before > max(6 * se, 0.03), f"{algo}: TARGET share {before:.3f} -> {after:.3f} (se {se:.4f})"
+
+
+# the algorithms that read D's output as a reward: under the wgan convention (the critic scores fakeness) they
+# must still move towards what D considers real (RankGAN reads features, SPIN has no D)
+WGAN_CASES = {"seqgan": {}, "maligan": {}, "leakgan": {}, "scratchgan": {}, "gad": {"d_loss": "wgan"},
+              "maligan_rollouts": {"rollouts": 2}, "gad_bradley_terry": {"d_loss": "wgan", "reward": "bradley_terry"}}
+
+
+@pytest.mark.parametrize("case", list(WGAN_CASES))
+def test_direction_under_the_wgan_convention(case, tmp_path):
+    algo = case.split("_")[0]
+    tr = build(tmp_path, algo, params=WGAN_CASES[case], loss="wgan")
+    G = tr.generator
+    before, se_before = target_share(G, seed=1)
+    for _ in range(STEPS):
+        tr.algorithm.g_step(tr.gan_ctx)
+    after, se_after = target_share(G, seed=2)
+    se = math.sqrt(se_before**2 + se_after**2)
+    assert after - before > max(6 * se, 0.03), f"{case}: TARGET share {before:.3f} -> {after:.3f} (se {se:.4f})"
 
 
 # ------------------------------------------------------------------------ dropout: update the policy that sampled

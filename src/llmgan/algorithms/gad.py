@@ -45,7 +45,7 @@ from torch import Tensor
 
 from llmgan.algorithms.base import Algorithm, GANContext, register, train_discriminator
 from llmgan.errors import ConfigError
-from llmgan.losses import LOSS_KINDS, d_loss
+from llmgan.losses import LOSS_KINDS, d_loss, realness_logits
 from llmgan.models.base import Generator
 from llmgan.models.output import token_log_probs
 from llmgan.rewards import group_normalized_advantages, rloo_advantages
@@ -163,6 +163,11 @@ class GAD(Algorithm):
         # the last G step's samples (D's on-policy fakes), with their prompts and references (None if unconditional)
         self._fresh: tuple[Tensor, Tensor | None, Tensor | None] | None = None
 
+    @property
+    def d_kind(self) -> str:
+        """The losses.py kind D is trained with (Bradley-Terry is ``rsgan``)."""
+        return "rsgan" if self.params.d_loss == "bradley_terry" else self.params.d_loss
+
     def state_dict(self) -> dict:
         """The cached on-policy samples (token ids), when a checkpoint falls between G and D steps."""
         if self._fresh is None:
@@ -186,11 +191,11 @@ class GAD(Algorithm):
         response for ``bradley_terry`` (rows of a group share it; it is scored once per group of
         ``group_size`` consecutive rows). Without a reference, ``bradley_terry`` draws a real sequence per row.
         """
-        D = ctx.discriminator
+        D, kind = ctx.discriminator, self.d_kind
         D.eval()
         kw = {} if prompt is None else {"prompt": prompt}
         with ctx.autocast():
-            logits = D(tokens, **kw).float()
+            logits = realness_logits(D(tokens, **kw).float(), kind)  # > 0 = real, whatever D's sign convention
             if self.params.reward == "bradley_terry":
                 if reference is None:
                     real, _ = ctx.real_batch(tokens.size(0))  # one reference per sample
@@ -199,7 +204,7 @@ class GAD(Algorithm):
                     k = max(group_size, 1)
                     kw_ref = {} if prompt is None else {"prompt": prompt[::k]}
                     ref_scores = D(reference[::k], **kw_ref).float().repeat_interleave(k)
-                logits = F.logsigmoid(logits - ref_scores)
+                logits = F.logsigmoid(logits - realness_logits(ref_scores, kind))
         D.train()
         return logits
 
@@ -251,7 +256,7 @@ class GAD(Algorithm):
             fake, prompt, real = ctx.sample(cfg.d_samples, temperature=p.temperature).tokens, None, None
         if real is None:
             real, _ = ctx.real_batch(fake.size(0))  # row i pairs with fake row i
-        kind = "rsgan" if p.d_loss == "bradley_terry" else p.d_loss
+        kind = self.d_kind
         T = real.size(1)
         # real row i travels with its prompt (packed after the response): both sides read the same prompt
         real_rows = real if prompt is None else torch.cat([real, prompt], 1)
