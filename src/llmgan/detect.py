@@ -6,8 +6,8 @@ losses.realness(D logit, kind)`` for the loss kind D was trained with (``sigmoid
 refused: their discriminator is trained as a ranker (``features()`` only), its logit head never trains.
 The decision threshold is calibrated once on validation data -- the run's held-out real texts against
 fresh samples from its generator -- as the threshold that maximizes balanced accuracy (mean of the
-recalls of both classes, so a class imbalance cannot buy accuracy), and stored in ``RUN_DIR/detector.json`` together with the checkpoint it was
-computed for (a newer checkpoint triggers a new calibration).
+recalls of both classes, so a class imbalance cannot buy accuracy), and stored in ``RUN_DIR/detector.json``
+together with the checkpoint it was computed for (a newer checkpoint triggers a new calibration).
 
 AUROC is reported when the true labels are known: a JSONL file with ``{"text", "label": "human" |
 "generated"}``, or ``--real FILE --fake FILE``.
