@@ -11,9 +11,10 @@ optimised with GRPO. Per G step:
 2. reward per sequence from D (no gradient): ``logodds`` = D's logit (the paper's D(G(x)); with
    prompts ``D(response, prompt=prompt)``), or ``bradley_terry`` = log sigmoid(D(sample) - D(real))
    against the prompt's reference response (conditional) or a real sequence drawn per sample.
-3. advantages: group-normalised (GRPO, ``(r - mean_g) / (std_g + eps)``) or RLOO (``advantage: rloo``),
+3. advantages: group-normalised (GRPO, ``(r - mean_g) / (std_g + eps)``, sample std) or RLOO (``advantage: rloo``),
    the same for every token of a sequence.
-4. ``ppo_epochs`` updates reusing the samples and their old log-probs (the policy before step 4):
+4. ``ppo_epochs`` updates reusing the samples and their old log-probs (the policy before step 4; every
+   log-prob, old, reference and current, with dropout off like the sampling: see ``no_dropout``):
    PPO's clipped surrogate ``-min(rho A, clip(rho, 1 - eps, 1 + eps) A)``, rho = pi / pi_old per token,
    plus ``kl_coef * KL(pi || pi_ref)`` to the frozen post-MLE (= SFT) reference, both policies reading
    the same prompt. The KL is the per-token k3
