@@ -83,10 +83,11 @@ LSTM = {"name": "lstm", "kwargs": {"embed_dim": 16, "hidden_dim": 16}}
 
 
 def build(tmp_path, algo: str, lr: float = 0.03, generator: dict | None = None, params: dict | None = None,
-          loss: str = "vanilla") -> Trainer:
+          loss: str = "vanilla", fixed_critic: bool = True) -> Trainer:
     """A Trainer set up (data, models, algorithm, GANContext; no training) with the fixed critic as D.
 
-    ``loss``: the run's adversarial.loss; with ``wgan`` (the critic scores FAKENESS) the critic is negated."""
+    ``loss``: the run's adversarial.loss; with ``wgan`` (the critic scores FAKENESS) the critic is negated.
+    ``fixed_critic=False`` keeps the run's (untrained) CNN."""
     case = CASES[algo]
     data = tmp_path / "train.txt"
     _write_data(data, share=0.8)  # real text rich in TARGET (what RankGAN and SPIN learn towards)
@@ -103,7 +104,7 @@ def build(tmp_path, algo: str, lr: float = 0.03, generator: dict | None = None, 
     tr = Trainer(cfg, str(tmp_path / "run"))
     tr.setup()
     ctx, algorithm = tr.gan_ctx, tr.algorithm
-    if algorithm.uses_discriminator:
+    if algorithm.uses_discriminator and fixed_critic:
         critic = TargetTokenCritic(-1.0, -1.0) if loss in ("wgan", "wgan_gp") else TargetTokenCritic()
         tr.discriminator = ctx.discriminator = critic
     algorithm.start(ctx)  # as the engine does before the first round (LeakGAN attaches D's features here)
@@ -155,6 +156,24 @@ def test_direction_under_the_wgan_convention(case, tmp_path):
     after, se_after = target_share(G, seed=2)
     se = math.sqrt(se_before**2 + se_after**2)
     assert after - before > max(6 * se, 0.03), f"{case}: TARGET share {before:.3f} -> {after:.3f} (se {se:.4f})"
+
+
+@pytest.mark.parametrize("loss", ["vanilla", "wgan"])
+def test_seqgan_cnn_shortcut_reads_realness_like_the_plain_reward(loss, tmp_path):
+    # SeqGAN scores rollouts through the CNN's shared-window shortcut, not reward_fn: same convention there
+    from llmgan.losses import realness
+    from llmgan.rewards import rollout_completions
+
+    tr = build(tmp_path, "seqgan", loss=loss, fixed_critic=False)
+    ctx, algo, G, D = tr.gan_ctx, tr.algorithm, tr.generator, tr.discriminator
+    tokens = G.sample(4, T, generator=torch.Generator().manual_seed(0)).tokens
+    comps = rollout_completions(G, tokens, 2, torch.Generator().manual_seed(1))  # (T-1, 4, 2, T)
+    fast = algo.completion_scores(ctx)(tokens, comps)
+    with torch.no_grad():
+        expected = realness(D.eval()(comps.reshape(-1, T)).float(), loss).view(T - 1, 4, 2)
+        plain = algo.reward_fn(ctx)(comps.reshape(-1, T)).view(T - 1, 4, 2)
+    torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(plain, expected, atol=1e-5, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------ dropout: update the policy that sampled
