@@ -11,7 +11,11 @@ its tokens are the target.
 
 Each test compares the target's frequency in fresh samples before and after the steps with a margin many
 standard errors wide, so sampling noise cannot fake a rise. Flipping the sign of an algorithm's reward or
-advantage in its source makes its test fail (the frequency falls instead).
+advantage in its source makes its test fail (the frequency falls instead). The same holds under the
+``wgan`` convention, where the critic scores fakeness (``losses.realness``).
+
+Last, GAD and SPIN update the policy that sampled: with a dropout generator, GAD's first-epoch ratio is
+exactly 1 and SPIN's margin against an identical opponent exactly 0.
 """
 
 from __future__ import annotations
@@ -67,8 +71,10 @@ CASES: dict[str, dict] = {
     "seqgan": {"params": {"rollouts": 4}},
     "maligan": {"params": {}},
     "rankgan": {"params": {"rollouts": 4, "ref_size": 8}},
-    # LeakGAN's worker sees the reward through extrinsic_weight (the paper's worker follows the manager's goals
-    # only, and where those point depends on D's feature geometry, not on the reward's sign alone)
+    # LeakGAN's worker sees the reward through extrinsic_weight. The paper's worker (intrinsic reward only)
+    # follows the manager's goals, which point along the Q-weighted MEAN feature change (Q > 0 after the rank
+    # rescale, no baseline): here that is the direction of the common, non-target tokens, and the target's
+    # share falls -- where goals point depends on D's feature geometry, not on the reward's sign alone.
     "leakgan": {"params": {"rollouts": 2, "reward_every": 2, "mle_every": 0, "pretrain_mle_every": 0,
                            "extrinsic_weight": 1.0, "intrinsic_weight": 0.0},
                 "generator": {"name": "leakgan", "kwargs": {"embed_dim": 16, "hidden_dim": 16, "goal_size": 8,
