@@ -182,6 +182,16 @@ def test_seqgan_cnn_shortcut_reads_realness_like_the_plain_reward(loss, tmp_path
     torch.testing.assert_close(plain, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_gad_d_statistics_read_realness_under_wgan(tmp_path, monkeypatch):
+    # the fakeness critic separates target-rich real text from the untrained G's samples: its logged
+    # accuracies must say so (read as "logit > 0 = real" they would be near 0)
+    tr = build(tmp_path, "gad", params={"d_loss": "wgan"}, loss="wgan")
+    ctx = tr.gan_ctx
+    monkeypatch.setattr(ctx, "update_discriminator", lambda loss, clip=None: float(loss))  # the critic is fixed
+    stats = tr.algorithm.d_step(ctx)
+    assert stats["d_acc_real"] > 0.85 and stats["d_acc_fake"] > 0.85 and stats["d_pair_acc"] > 0.85, stats
+
+
 # ------------------------------------------------------------------------ dropout: update the policy that sampled
 DROPOUT_GPT = {"name": "gpt", "kwargs": {"d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 16, "dropout": 0.3}}
 
