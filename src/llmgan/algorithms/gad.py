@@ -265,9 +265,10 @@ class GAD(Algorithm):
         def batch_loss(r: Tensor, f: Tensor) -> tuple[Tensor, Tensor, Tensor, dict]:
             kw = {} if prompt is None else {"prompt": r[:, T:]}
             lr, lf = D(r[:, :T], **kw).float(), D(f, **kw).float()
-            # the pair is ranked right: what Bradley-Terry trains
-            return d_loss(lr, lf, kind), (lr > 0).float().mean(), (lf <= 0).float().mean(), \
-                {"d_pair_acc": (lr > lf).float().mean()}
+            ar, af = realness_logits(lr.detach(), kind), realness_logits(lf.detach(), kind)  # > 0 = judged real
+            # d_pair_acc: the pair is ranked right (what Bradley-Terry trains)
+            return d_loss(lr, lf, kind), (ar > 0).float().mean(), (af <= 0).float().mean(), \
+                {"d_pair_acc": (ar > af).float().mean()}
 
         return train_discriminator(ctx, real_rows, fake, cfg.d_epochs, batch_loss=batch_loss, paired=True,
                                    clip=p.d_grad_clip)
