@@ -42,12 +42,17 @@ def test_auroc():
 @pytest.fixture(scope="module")
 def run_with_d(tmp_path_factory):
     """A tiny MLE run plus a briefly trained CNN discriminator written into its latest checkpoint."""
+    return _run_with_d(tmp_path_factory.mktemp("detect"), "vanilla")
+
+
+def _run_with_d(tmp, kind: str, n_fake_texts: int = 20):
+    """The run of ``run_with_d`` with D trained by the losses.py ``kind`` (recorded as adversarial.loss)."""
     from llmgan.config import config_from_dict
+    from llmgan.losses import d_loss
     from llmgan.run import load_run
     from llmgan.training.checkpoint import save_tensors
     from llmgan.training.engine import Trainer
 
-    tmp = tmp_path_factory.mktemp("detect")
     rng = random.Random(0)
     words = "the a cat dog sat ran on in mat park big small".split()
     lines = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 8))) for _ in range(200)]
@@ -57,6 +62,7 @@ def run_with_d(tmp_path_factory):
         "generator": {"name": "gpt", "kwargs": {"d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 16}},
         "discriminator": {"name": "cnn", "kwargs": {"emb_dim": 16, "filter_sizes": [2, 3], "num_filters": [16, 16]}},
         "train": {"epochs": 1, "batch_size": 32, "progress": False},
+        "adversarial": {"loss": kind},
         "eval": {"n_samples": 8, "batch_size": 8},
     })
     run_dir = str(tmp / "run")
@@ -70,13 +76,12 @@ def run_with_d(tmp_path_factory):
     fake, _ = sample_tokens(run.generator, 128, 12, rng=torch.Generator().manual_seed(1))
     opt = torch.optim.Adam(d.parameters(), lr=3e-3)
     for _ in range(30):
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            torch.cat([d(real), d(fake)]), torch.cat([torch.ones(128), torch.zeros(128)]))
+        loss = d_loss(d(real), d(fake), kind)
         opt.zero_grad()
         loss.backward()
         opt.step()
     save_tensors(d.state_dict(), os.path.join(run.checkpoint, "discriminator.safetensors"))
-    texts = [run.tokenizer.decode(r) for r in fake[:20].tolist()]
+    texts = [run.tokenizer.decode(r) for r in fake[:n_fake_texts].tolist()]
     return run_dir, lines, texts, tmp
 
 
@@ -116,3 +121,27 @@ def test_detect_cli_reports_auroc(run_with_d, capsys):
     assert "AUROC" in captured.err and captured.out.count("\n") == 10 + sum(1 for t in fakes if t)
     res = detect(run_dir, str(real), threshold=0.0)
     assert all(r["label"] == "human" for r in res["results"])  # p_human >= 0 always
+
+
+@pytest.mark.parametrize("kind", ["wgan", "nonsaturating"])
+def test_real_text_scores_as_human_whatever_the_loss_convention(kind, tmp_path):
+    # a wgan critic scores FAKENESS (losses.py): read as sigmoid(logit), real text would look generated
+    from llmgan.run import load_run
+
+    run_dir, lines, fakes, _ = _run_with_d(tmp_path, kind, n_fake_texts=64)
+    det = Detector(load_run(run_dir))
+    fakes = [t for t in fakes if t]
+    ph, pg = det.p_human(lines[:64]), det.p_human(fakes)
+    assert auroc(ph, pg) > 0.7 and ph.mean() > pg.mean()  # read backwards: AUROC 1 - that (about 0.2)
+    assert det.calibrate(n=64, save=False)["auroc"] > 0.7
+
+
+def test_detect_refuses_a_rankgan_run(run_with_d):
+    # RankGAN trains its D as a ranker (features only): the logit head detect would read never trains
+    from llmgan.errors import ConfigError
+    from llmgan.run import load_run
+
+    run = load_run(run_with_d[0])
+    run.cfg.adversarial.algorithm = "rankgan"
+    with pytest.raises(ConfigError, match=r"^detect: .* is a rankgan run; its discriminator is a ranker [^\n]*$"):
+        Detector(run)

@@ -83,11 +83,11 @@ def test_groups_share_a_prompt_and_advantages_are_normalized_per_prompt(trainer,
     with torch.no_grad():
         D.eval()
         r = D(tokens, prompt=prompt).float().view(n_groups, K)
-    expected = (r - r.mean(1, keepdim=True)) / (r.std(1, unbiased=False, keepdim=True) + 1e-6)
+    expected = (r - r.mean(1, keepdim=True)) / (r.std(1, unbiased=True, keepdim=True) + 1e-6)  # TRL/verl's std
     torch.testing.assert_close(adv.view(n_groups, K), expected, atol=1e-4, rtol=1e-4)
     a = adv.view(n_groups, K)
     torch.testing.assert_close(a.mean(1), torch.zeros(n_groups), atol=1e-5, rtol=0)
-    torch.testing.assert_close(a.std(1, unbiased=False), torch.ones(n_groups), atol=1e-3, rtol=0)
+    torch.testing.assert_close(a.std(1, unbiased=True), torch.ones(n_groups), atol=1e-3, rtol=0)
     for key in ("reward_mean", "reward_std", "zero_var_groups", "response_len", "kl"):
         assert key in stats and math.isfinite(stats[key])
     # the prompt's responses are scored, not an unconditional score: D reads the prompt
@@ -166,14 +166,33 @@ def test_d_step_pairs_each_response_with_its_own_prompts_reference(trainer, monk
         calls.append((x.detach().clone(), None if prompt is None else prompt.clone()))
         return forward(x, prompt=prompt, **kw)
 
+    sampled: set = set()  # (prompt row, response row) of every fake G wrote
+    real_sample = ctx.sample
+
+    def sample(n, generator=None, **kw):
+        out = real_sample(n, generator=generator, **kw)
+        sampled.update((tuple(p.tolist()), tuple(t.tolist())) for p, t in zip(kw["prompt"], out.tokens))
+        return out
+
+    clips: list = []
+    update = ctx.update_discriminator
+
+    def update_discriminator(loss, clip=None):
+        clips.append(clip)
+        return update(loss, clip=clip)
+
     monkeypatch.setattr(D, "forward", recording)
+    monkeypatch.setattr(ctx, "sample", sample)
+    monkeypatch.setattr(ctx, "update_discriminator", update_discriminator)
     trainer.state["phase"] = "d_pretrain"  # warm-up: fresh G responses for random training prompts
     stats = algo.d_step(ctx)
+    assert clips and set(clips) == {algo.params.d_grad_clip}  # GAD clips D's gradient norm (0.2)
     assert calls and len(calls) % 2 == 0 and 0.0 <= stats["d_pair_acc"] <= 1.0
-    for (real, p_real), (_fake, p_fake) in zip(calls[::2], calls[1::2]):
+    for (real, p_real), (fake, p_fake) in zip(calls[::2], calls[1::2]):
         assert p_real is not None and torch.equal(p_real, p_fake)  # both sides of a pair read one prompt
-        for prow, rrow in zip(p_real, real):  # the real side is that prompt's reference translation
+        for prow, rrow, frow in zip(p_real, real, fake):  # the real side is that prompt's reference translation
             assert tok.decode(rrow.tolist()) == tr_app.translate(_decode_prompt(tok, prow))
+            assert (tuple(prow.tolist()), tuple(frow.tolist())) in sampled  # the fake side, G's answer to it
 
 
 # ------------------------------------------------------------------------------------------ end to end

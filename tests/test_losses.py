@@ -153,3 +153,19 @@ def test_gradient_penalty_nonlinear_positive_and_differentiable() -> None:
     g2 = torch.Generator().manual_seed(1)
     gp2 = gradient_penalty(lambda x: net(x).squeeze(-1), real, fake, generator=g2)
     assert gp2.item() == pytest.approx(gp.item())
+
+
+def test_realness_follows_each_kinds_sign_convention():
+    from llmgan.losses import realness, realness_logits
+
+    x = torch.tensor([2.0, -1.0])
+    for kind in LOSS_KINDS:
+        # the convention: minimising d_loss pushes real outputs this way, so realness must rise with it
+        real = torch.zeros(2, requires_grad=True)
+        d_loss(real, torch.zeros(2), kind).backward()
+        toward_real = -real.grad.sign()  # the direction D moves real outputs
+        expected = torch.sigmoid(x * toward_real)
+        torch.testing.assert_close(realness(x, kind), expected, msg=kind)
+        torch.testing.assert_close(realness_logits(x, kind), x * toward_real, msg=kind)
+    with pytest.raises(ConfigError, match="unknown"):
+        realness(x, "wasserstein")

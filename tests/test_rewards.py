@@ -129,7 +129,7 @@ def test_rollouts_respect_eos():
 # --------------------------------------------------------------------------------------- baselines
 def test_group_normalized_advantages_hand_computed():
     r = torch.tensor([1.0, 2.0, 3.0, 4.0, 4.0, 4.0])
-    s = math.sqrt(2.0 / 3.0)  # population std of 1, 2, 3
+    s = 1.0  # sample (Bessel-corrected) std of 1, 2, 3, as TRL and verl (the population std would be sqrt(2/3))
     expected = torch.tensor([-1 / s, 0.0, 1 / s, 0.0, 0.0, 0.0])
     torch.testing.assert_close(group_normalized_advantages(r, 3, eps=0.0 + 1e-12), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(group_normalized_advantages(r, 3, scale=False), torch.tensor([-1.0, 0, 1, 0, 0, 0]))

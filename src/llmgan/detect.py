@@ -1,11 +1,13 @@
 """Human-vs-generated text detection with a run's discriminator.
 
 ``llmgan detect RUN_DIR FILE`` scores each text with the trained discriminator: ``p_human =
-sigmoid(D logit)`` (D's logit > 0 means "real"). The decision threshold is calibrated once on
-validation data -- the run's held-out real texts against fresh samples from its generator -- as the
-threshold that maximizes balanced accuracy (mean of the recalls of both classes, so a class imbalance
-cannot buy accuracy), and stored in ``RUN_DIR/detector.json`` together with the checkpoint it was
-computed for (a newer checkpoint triggers a new calibration).
+losses.realness(D logit, kind)`` for the loss kind D was trained with (``sigmoid(logit)``; for the
+``wgan``/``wgan_gp`` convention, whose critic scores fakeness, ``sigmoid(-logit)``). RankGAN runs are
+refused: their discriminator is trained as a ranker (``features()`` only), its logit head never trains.
+The decision threshold is calibrated once on validation data -- the run's held-out real texts against
+fresh samples from its generator -- as the threshold that maximizes balanced accuracy (mean of the
+recalls of both classes, so a class imbalance cannot buy accuracy), and stored in ``RUN_DIR/detector.json``
+together with the checkpoint it was computed for (a newer checkpoint triggers a new calibration).
 
 AUROC is reported when the true labels are known: a JSONL file with ``{"text", "label": "human" |
 "generated"}``, or ``--real FILE --fake FILE``.
@@ -14,7 +16,6 @@ AUROC is reported when the true labels are known: a JSONL file with ``{"text", "
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from llmgan.errors import ConfigError, DataError
+from llmgan.losses import realness
 
 HUMAN, GENERATED = "human", "generated"
 DETECTOR_FILE = "detector.json"
@@ -77,8 +79,14 @@ def calibrate_threshold(human_scores: Sequence[float], generated_scores: Sequenc
     return float(cands[best]), float(bacc[best])
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+def discriminator_kind(cfg: Any) -> str:
+    """The losses.py kind a run's D was trained with: GAD's own ``params.d_loss`` (Bradley-Terry = ``rsgan``),
+    else ``adversarial.loss``."""
+    a = cfg.adversarial
+    if a.algorithm == "gad":
+        kind = (a.params or {}).get("d_loss", "bradley_terry")
+        return "rsgan" if kind == "bradley_terry" else kind
+    return a.loss
 
 
 # ----------------------------------------------------------------------------------------- run-level
@@ -118,7 +126,11 @@ class Detector:
     """A run's discriminator as a human/generated classifier with a calibrated threshold."""
 
     def __init__(self, run: Any, threshold: float | None = None):
+        if run.cfg.adversarial.algorithm == "rankgan":
+            raise ConfigError(f"detect: {run.run_dir} is a rankgan run; its discriminator is a ranker (only "
+                              "features() train, the logit head detect reads is untrained)")
         self.run = run
+        self.kind = discriminator_kind(run.cfg)
         self.discriminator = run.discriminator()
         self.threshold = threshold  # on p_human; None until calibrated/loaded
         self.calibration: dict = {}
@@ -132,7 +144,10 @@ class Detector:
         return score_tokens(self.discriminator, tokens, p)
 
     def p_human(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> np.ndarray:
-        return np.array([_sigmoid(float(x)) for x in self.logits(texts, prompts)])
+        return self._realness(self.logits(texts, prompts))
+
+    def _realness(self, logits: np.ndarray) -> np.ndarray:
+        return realness(torch.from_numpy(logits).double(), self.kind).numpy()
 
     # --- calibration ---------------------------------------------------------------------------
     def calibrate(self, n: int = 500, seed: int = 0, save: bool = True) -> dict:
@@ -148,8 +163,8 @@ class Detector:
             from llmgan.training.evaluation import sample_tokens
 
             fake_tokens, _ = sample_tokens(g, real_tokens.size(0), self.run.max_len, rng=rng)
-        ph = [_sigmoid(float(x)) for x in score_tokens(self.discriminator, real_tokens, prompts)]
-        pg = [_sigmoid(float(x)) for x in score_tokens(self.discriminator, fake_tokens, prompts)]
+        ph = self._realness(score_tokens(self.discriminator, real_tokens, prompts)).tolist()
+        pg = self._realness(score_tokens(self.discriminator, fake_tokens, prompts)).tolist()
         thr, bacc = calibrate_threshold(ph, pg)
         self.threshold = thr
         self.calibration = {

@@ -104,6 +104,31 @@ def g_loss(fake: Tensor, real: Tensor | None = None, kind: str = "nonsaturating"
     return F.softplus(-(fake - real.mean())).mean() + F.softplus(real - fake.mean()).mean()
 
 
+# Kinds whose critic output scores FAKENESS (see "WGAN sign convention" above).
+FAKENESS_KINDS: frozenset[str] = frozenset({"wgan", "wgan_gp"})
+
+
+def realness_logits(logits: Tensor, kind: str) -> Tensor:
+    """D's outputs turned so that larger means "more real" for a D trained with loss ``kind``.
+
+    The identity for every kind but ``wgan``/``wgan_gp``, whose critic scores fakeness (negated). Every
+    place that reads D's output as a reward or as p(real) goes through this (or :func:`realness`), so a
+    run trained with the ``wgan`` convention is not rewarded or judged backwards.
+    """
+    _check_kind(kind)
+    return -logits if kind in FAKENESS_KINDS else logits
+
+
+def realness(logits: Tensor, kind: str) -> Tensor:
+    """p(real) read from D's outputs: ``sigmoid(realness_logits(logits, kind))``.
+
+    A calibrated probability only for the cross-entropy kinds (vanilla, nonsaturating, rsgan/ragan as a
+    pairwise logit); for the WGAN, hinge and least-squares kinds a monotone score in (0, 1), which is
+    what thresholds, rankings and AUROC need.
+    """
+    return torch.sigmoid(realness_logits(logits, kind))
+
+
 def _check_paired(real: Tensor, fake: Tensor) -> None:
     if real.shape != fake.shape:
         raise ValueError(

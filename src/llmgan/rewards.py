@@ -151,11 +151,17 @@ def naive_mc_rollout_rewards(
 
 
 def group_normalized_advantages(rewards: Tensor, group_size: int, eps: float = 1e-6, scale: bool = True) -> Tensor:
-    """GRPO: rewards (G*K,) in consecutive groups of K -> (r - mean_group) / (std_group + eps)."""
+    """GRPO: rewards (G*K,) in consecutive groups of K -> (r - mean_group) / (std_group + eps).
+
+    std_group is the sample (Bessel-corrected, ``unbiased=True``) standard deviation, as in TRL's
+    ``GRPOTrainer`` (``rewards.view(-1, num_generations).std(dim=1)``) and verl's GRPO advantage
+    (``torch.std``): the published GRPO/GAD runs use it, so advantages here have the same scale
+    (sqrt((K-1)/K) of the population-std form: 0.94 at K = 8). group_size must be >= 2.
+    """
     r = rewards.view(-1, group_size)
     adv = r - r.mean(1, keepdim=True)
     if scale:
-        adv = adv / (r.std(1, keepdim=True, unbiased=False) + eps)
+        adv = adv / (r.std(1, keepdim=True, unbiased=True) + eps)
     return adv.reshape(-1)
 
 

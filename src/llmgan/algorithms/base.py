@@ -258,8 +258,9 @@ class Algorithm:
         return train_discriminator(ctx, real_tokens, fake.tokens, ctx.cfg.d_epochs, kind=ctx.cfg.loss)
 
 
-# A minibatch loss for train_discriminator: (real ids, fake ids) -> (loss, accuracy on real, on fake).
-BatchLoss = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
+# A minibatch loss for train_discriminator: (real ids, fake ids) -> (loss, accuracy on real, on fake), optionally
+# followed by a dict of further per-minibatch statistics (averaged and returned like the accuracies).
+BatchLoss = Callable[[Tensor, Tensor], tuple]
 
 
 def classifier_batch_loss(D: torch.nn.Module, kind: str) -> BatchLoss:
@@ -281,35 +282,43 @@ def classifier_batch_loss(D: torch.nn.Module, kind: str) -> BatchLoss:
 
 
 def train_discriminator(
-    ctx: GANContext, real: Tensor, fake: Tensor, epochs: int, kind: str = "vanilla", batch_loss: BatchLoss | None = None
+    ctx: GANContext, real: Tensor, fake: Tensor, epochs: int, kind: str = "vanilla",
+    batch_loss: BatchLoss | None = None, paired: bool = False, clip: float | None = None,
 ) -> dict:
     """Epochs of minibatch D updates on balanced real (N, T) and fake (M, T) token sets.
 
     Each minibatch holds d_batch_size real and d_batch_size fake sequences; ``batch_loss`` (default:
     :func:`classifier_batch_loss` with ``kind``) turns one into a loss, run under the run's autocast.
-    Returns the mean loss and D's accuracy on real and on fake over the last epoch (logged to spot
-    collapse).
+    ``paired``: real row i belongs with fake row i (GAD's pairs; N = M), so both are drawn with one
+    permutation. ``clip``: D's gradient-norm clip. Returns the mean loss and D's accuracy on real and on
+    fake over the last epoch (logged to spot collapse), and the means of batch_loss's extra statistics.
     """
     D = ctx.discriminator
     D.train()
     batch_loss = batch_loss or classifier_batch_loss(D, kind)
     bs = ctx.cfg.d_batch_size
     n = min(len(real), len(fake))
+    if paired and len(real) != len(fake):
+        raise ValueError(f"train_discriminator(paired=True): {len(real)} real rows vs {len(fake)} fake rows")
     stats = {"d_loss": 0.0, "d_acc_real": 0.0, "d_acc_fake": 0.0}
     for _ in range(max(epochs, 0)):
         perm_r = torch.randperm(len(real), generator=ctx.data_rng)[:n]
-        perm_f = torch.randperm(len(fake), generator=ctx.data_rng)[:n]
+        perm_f = perm_r if paired else torch.randperm(len(fake), generator=ctx.data_rng)[:n]
         tot, acc_r, acc_f, batches = 0.0, 0.0, 0.0, 0
+        extra: dict[str, float] = {}
         for start in range(0, n, bs):
-            r = real[perm_r[start : start + bs]].to(ctx.device)
-            f = fake[perm_f[start : start + bs]].to(ctx.device)
+            r = real[perm_r[start : start + bs].to(real.device)].to(ctx.device)
+            f = fake[perm_f[start : start + bs].to(fake.device)].to(ctx.device)
             with ctx.autocast():
-                loss, a_r, a_f = batch_loss(r, f)
-            tot += ctx.update_discriminator(loss)
+                loss, a_r, a_f, *more = batch_loss(r, f)
+            tot += ctx.update_discriminator(loss, clip=clip)
             acc_r += float(a_r)
             acc_f += float(a_f)
+            for k, v in (more[0] if more else {}).items():
+                extra[k] = extra.get(k, 0.0) + float(v)
             batches += 1
-        stats = {"d_loss": tot / batches, "d_acc_real": acc_r / batches, "d_acc_fake": acc_f / batches}
+        stats = {"d_loss": tot / batches, "d_acc_real": acc_r / batches, "d_acc_fake": acc_f / batches,
+                 **{k: v / batches for k, v in extra.items()}}
     return stats
 
 

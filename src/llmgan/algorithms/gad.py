@@ -11,9 +11,10 @@ optimised with GRPO. Per G step:
 2. reward per sequence from D (no gradient): ``logodds`` = D's logit (the paper's D(G(x)); with
    prompts ``D(response, prompt=prompt)``), or ``bradley_terry`` = log sigmoid(D(sample) - D(real))
    against the prompt's reference response (conditional) or a real sequence drawn per sample.
-3. advantages: group-normalised (GRPO, ``(r - mean_g) / (std_g + eps)``) or RLOO (``advantage: rloo``),
+3. advantages: group-normalised (GRPO, ``(r - mean_g) / (std_g + eps)``, sample std) or RLOO (``advantage: rloo``),
    the same for every token of a sequence.
-4. ``ppo_epochs`` updates reusing the samples and their old log-probs (the policy before step 4):
+4. ``ppo_epochs`` updates reusing the samples and their old log-probs (the policy before step 4; every
+   log-prob, old, reference and current, with dropout off like the sampling: see ``no_dropout``):
    PPO's clipped surrogate ``-min(rho A, clip(rho, 1 - eps, 1 + eps) A)``, rho = pi / pi_old per token,
    plus ``kl_coef * KL(pi || pi_ref)`` to the frozen post-MLE (= SFT) reference, both policies reading
    the same prompt. The KL is the per-token k3
@@ -35,15 +36,17 @@ output layer applied to ``h / tau`` with bias ``b / tau``, so no (B, T, V) logit
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from llmgan.algorithms.base import Algorithm, GANContext, register
+from llmgan.algorithms.base import Algorithm, GANContext, register, train_discriminator
 from llmgan.errors import ConfigError
-from llmgan.losses import LOSS_KINDS, d_loss
+from llmgan.losses import LOSS_KINDS, d_loss, realness_logits
 from llmgan.models.base import Generator
 from llmgan.models.output import token_log_probs
 from llmgan.rewards import group_normalized_advantages, rloo_advantages
@@ -76,6 +79,28 @@ def policy_log_probs(gen: Generator, tokens: Tensor, temperature: float = 1.0, p
         tokens.clamp(0, gen.vocab_size - 1).reshape(-1),
     )
     return lp.view(B, T)
+
+
+@contextmanager
+def no_dropout(*modules: torch.nn.Module) -> Iterator[None]:
+    """Run the block with ``modules`` in eval mode (dropout off; gradients still flow), then restore their modes.
+
+    Why the policy's log-probs are all taken without dropout -- the old ones (at sampling time, no grad),
+    the reference's and the current, differentiated ones: samples are drawn in eval mode, so the policy
+    that sampled is the dropout-free network; with dropout on, two forwards of the SAME weights differ by
+    noise, the first PPO epoch's ratio pi / pi_old is not 1 and clipping fires on a policy that has not
+    moved (HF GPT-2 has dropout 0.1, LoRA 0.05). With the current log-probs dropout-free too, the ratio is
+    exactly 1 at the first epoch and the gradient is the one of the policy that sampled. TRL does the same
+    with ``disable_dropout`` (on by default in its DPO and distillation trainers, an option in GRPO).
+    """
+    was = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, w in zip(modules, was):
+            m.train(w)
 
 
 def k3_kl(log_p: Tensor, log_ref: Tensor) -> Tensor:
@@ -140,6 +165,11 @@ class GAD(Algorithm):
         # the last G step's samples (D's on-policy fakes), with their prompts and references (None if unconditional)
         self._fresh: tuple[Tensor, Tensor | None, Tensor | None] | None = None
 
+    @property
+    def d_kind(self) -> str:
+        """The losses.py kind D is trained with (Bradley-Terry is ``rsgan``)."""
+        return "rsgan" if self.params.d_loss == "bradley_terry" else self.params.d_loss
+
     def state_dict(self) -> dict:
         """The cached on-policy samples (token ids), when a checkpoint falls between G and D steps."""
         if self._fresh is None:
@@ -163,11 +193,11 @@ class GAD(Algorithm):
         response for ``bradley_terry`` (rows of a group share it; it is scored once per group of
         ``group_size`` consecutive rows). Without a reference, ``bradley_terry`` draws a real sequence per row.
         """
-        D = ctx.discriminator
+        D, kind = ctx.discriminator, self.d_kind
         D.eval()
         kw = {} if prompt is None else {"prompt": prompt}
         with ctx.autocast():
-            logits = D(tokens, **kw).float()
+            logits = realness_logits(D(tokens, **kw).float(), kind)  # > 0 = real, whatever D's sign convention
             if self.params.reward == "bradley_terry":
                 if reference is None:
                     real, _ = ctx.real_batch(tokens.size(0))  # one reference per sample
@@ -176,7 +206,7 @@ class GAD(Algorithm):
                     k = max(group_size, 1)
                     kw_ref = {} if prompt is None else {"prompt": prompt[::k]}
                     ref_scores = D(reference[::k], **kw_ref).float().repeat_interleave(k)
-                logits = F.logsigmoid(logits - ref_scores)
+                logits = F.logsigmoid(logits - realness_logits(ref_scores, kind))
         D.train()
         return logits
 
@@ -195,16 +225,17 @@ class GAD(Algorithm):
         r = self.rewards(ctx, tokens, prompt, reference, K)  # (N,)
         adv = group_normalized_advantages(r, K) if p.advantage == "grpo" else rloo_advantages(r, K)
         ref = ctx.reference()
-        with torch.no_grad(), ctx.autocast():
-            old_lp = policy_log_probs(G, tokens, p.temperature, prompt).float()
-            ref_lp = policy_log_probs(ref, tokens, p.temperature, prompt).float()  # KL given the same prompt
         stats: dict = {}
         g_loss = 0.0
-        for _ in range(max(p.ppo_epochs, 1)):
-            with ctx.autocast():
-                lp = policy_log_probs(G, tokens, p.temperature, prompt).float()
-            loss, stats = gad_policy_loss(lp, old_lp, ref_lp, adv, mask, p.clip_eps, p.kl_coef)
-            g_loss = ctx.update_generator(loss)
+        with no_dropout(G):  # old, reference and current log-probs all without dropout: see no_dropout
+            with torch.no_grad(), ctx.autocast():
+                old_lp = policy_log_probs(G, tokens, p.temperature, prompt).float()
+                ref_lp = policy_log_probs(ref, tokens, p.temperature, prompt).float()  # KL given the same prompt
+            for _ in range(max(p.ppo_epochs, 1)):
+                with ctx.autocast():
+                    lp = policy_log_probs(G, tokens, p.temperature, prompt).float()
+                loss, stats = gad_policy_loss(lp, old_lp, ref_lp, adv, mask, p.clip_eps, p.kl_coef)
+                g_loss = ctx.update_generator(loss)
         self._fresh = (tokens, prompt, reference)
         groups = r.view(n_groups, K)
         return {
@@ -227,25 +258,19 @@ class GAD(Algorithm):
             fake, prompt, real = ctx.sample(cfg.d_samples, temperature=p.temperature).tokens, None, None
         if real is None:
             real, _ = ctx.real_batch(fake.size(0))  # row i pairs with fake row i
-        kind = "rsgan" if p.d_loss == "bradley_terry" else p.d_loss
-        D.train()
-        bs, n = cfg.d_batch_size, fake.size(0)
-        stats = {"d_loss": 0.0, "d_acc_real": 0.0, "d_acc_fake": 0.0, "d_pair_acc": 0.0}
-        for _ in range(max(cfg.d_epochs, 0)):
-            perm = torch.randperm(n, generator=ctx.data_rng)
-            tot, acc_r, acc_f, acc_p, batches = 0.0, 0.0, 0.0, 0.0, 0
-            for start in range(0, n, bs):
-                idx = perm[start : start + bs].to(fake.device)
-                kw = {} if prompt is None else {"prompt": prompt[idx]}  # both sides read the same prompt
-                with ctx.autocast():
-                    lr, lf = D(real[idx], **kw).float(), D(fake[idx], **kw).float()
-                    loss = d_loss(lr, lf, kind)
-                tot += ctx.update_discriminator(loss, clip=p.d_grad_clip)
-                acc_r += float((lr > 0).float().mean())
-                acc_f += float((lf <= 0).float().mean())
-                acc_p += float((lr > lf).float().mean())  # the pair is ranked right (what BT trains)
-                batches += 1
-            stats = {"d_loss": tot / batches, "d_acc_real": acc_r / batches, "d_acc_fake": acc_f / batches,
-                     "d_pair_acc": acc_p / batches}
-        return stats
+        kind = self.d_kind
+        T = real.size(1)
+        # real row i travels with its prompt (packed after the response): both sides read the same prompt
+        real_rows = real if prompt is None else torch.cat([real, prompt], 1)
+
+        def batch_loss(r: Tensor, f: Tensor) -> tuple[Tensor, Tensor, Tensor, dict]:
+            kw = {} if prompt is None else {"prompt": r[:, T:]}
+            lr, lf = D(r[:, :T], **kw).float(), D(f, **kw).float()
+            ar, af = realness_logits(lr.detach(), kind), realness_logits(lf.detach(), kind)  # > 0 = judged real
+            # d_pair_acc: the pair is ranked right (what Bradley-Terry trains)
+            return d_loss(lr, lf, kind), (ar > 0).float().mean(), (af <= 0).float().mean(), \
+                {"d_pair_acc": (ar > af).float().mean()}
+
+        return train_discriminator(ctx, real_rows, fake, cfg.d_epochs, batch_loss=batch_loss, paired=True,
+                                   clip=p.d_grad_clip)
 

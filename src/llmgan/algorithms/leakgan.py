@@ -46,6 +46,7 @@ from torch import Tensor
 
 from llmgan.algorithms.base import Algorithm, GANContext, register
 from llmgan.errors import ConfigError
+from llmgan.losses import realness
 from llmgan.rewards import mc_rollout_rewards
 
 
@@ -142,7 +143,7 @@ class LeakGAN(Algorithm):
             was = D.training
             D.eval()
             with ctx.autocast():
-                out = torch.sigmoid(D(tokens).float())
+                out = realness(D(tokens).float(), ctx.cfg.loss)
             D.train(was)
             return out
 

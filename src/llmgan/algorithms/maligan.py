@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from llmgan.algorithms.base import Algorithm, GANContext, register, train_discriminator
+from llmgan.losses import realness, realness_logits
 from llmgan.rewards import mc_rollout_rewards
 
 
@@ -69,12 +70,12 @@ class MaliGAN(Algorithm):
             if p.rollouts > 0:
 
                 def score(x: Tensor) -> Tensor:
-                    return torch.sigmoid(D(x).float())
+                    return realness(D(x).float(), ctx.cfg.loss)
 
                 q = mc_rollout_rewards(G, score, tokens, p.rollouts, ctx.rng)  # (B, T) mean D of each prefix
                 logits = odds_logits(q)
             else:
-                logits = D(tokens).float()  # (B,)
+                logits = realness_logits(D(tokens).float(), ctx.cfg.loss)  # (B,), > 0 = real for every kind
         D.train()
         w = mali_weights(logits, p.baseline)
         weights = (w if w.dim() == 2 else w[:, None]) * mask  # (B, T), zero on padding

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from llmgan.algorithms.base import Algorithm, GANContext, register
 from llmgan.errors import ConfigError
-from llmgan.losses import d_loss
+from llmgan.losses import d_loss, realness_logits
 from llmgan.rewards import MovingAverageBaseline, discounted_returns
 
 
@@ -103,6 +103,7 @@ class ScratchGAN(Algorithm):
         D.eval()
         with torch.no_grad(), ctx.autocast():
             logits = D(samples.tokens, per_step=True).float()  # (B, T): column t scores the prefix y_{1:t+1}
+            logits = realness_logits(logits, ctx.cfg.loss)  # > 0 = real, whatever D's sign convention
         D.train()
         adv, returns, b = scratchgan_advantages(logits, mask, p.gamma, self.baseline, p.baseline == "per_position")
         with ctx.autocast():

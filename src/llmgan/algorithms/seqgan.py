@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from llmgan.algorithms.base import Algorithm, GANContext, register
+from llmgan.losses import realness
 from llmgan.rewards import mc_rollout_rewards
 
 
@@ -43,7 +44,7 @@ class SeqGAN(Algorithm):
         def score(tokens: torch.Tensor) -> torch.Tensor:
             D.eval()
             with ctx.autocast():
-                return torch.sigmoid(D(tokens).float())
+                return realness(D(tokens).float(), ctx.cfg.loss)  # p(real), whatever D's sign convention
 
         return score
 
@@ -59,7 +60,7 @@ class SeqGAN(Algorithm):
             D.eval()
             with ctx.autocast():
                 logits = score_completions(D, tokens, completions)
-            return None if logits is None else torch.sigmoid(logits.float())
+            return None if logits is None else realness(logits.float(), ctx.cfg.loss)
 
         return score
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from llmgan.algorithms.base import Algorithm, GANContext, register
+from llmgan.algorithms.gad import no_dropout
 from llmgan.errors import ConfigError
 
 
@@ -133,10 +134,14 @@ class SPIN(Algorithm):
         both_prompt = None if prompt is None else torch.cat([prompt, prompt])
         with torch.no_grad(), ctx.autocast():
             opp_real, opp_gen = sequence_log_probs(opp, both, both_mask, both_prompt).chunk(2)
-        with ctx.autocast():
-            lp_real, lp_gen = sequence_log_probs(G, both, both_mask, both_prompt).chunk(2)
-        loss, stats = spin_loss(lp_real, opp_real, lp_gen, opp_gen, p.beta)
-        g_loss = ctx.update_generator(loss)
+        # G's log-probs without dropout, like the opponent's (frozen, eval): right after a refresh G equals
+        # the opponent and every margin must be exactly 0 (loss log 2); with dropout on, the margins would
+        # be noise from two different dropout masks. As TRL's DPO trainer (disable_dropout, on by default).
+        with no_dropout(G):
+            with ctx.autocast():
+                lp_real, lp_gen = sequence_log_probs(G, both, both_mask, both_prompt).chunk(2)
+            loss, stats = spin_loss(lp_real, opp_real, lp_gen, opp_gen, p.beta)
+            g_loss = ctx.update_generator(loss)
         return {
             "g_loss": g_loss,
             **stats,
