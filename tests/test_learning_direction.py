@@ -109,10 +109,10 @@ def build(tmp_path, algo: str, lr: float = 0.03, generator: dict | None = None, 
     })
     tr = Trainer(cfg, str(tmp_path / "run"))
     tr.setup()
-    ctx, algorithm = tr.gan_ctx, tr.algorithm
+    ctx, algorithm = tr.adversarial.ctx, tr.adversarial.algorithm
     if algorithm.uses_discriminator and fixed_critic:
         critic = TargetTokenCritic(-1.0, -1.0) if loss in ("wgan", "wgan_gp") else TargetTokenCritic()
-        tr.discriminator = ctx.discriminator = critic
+        tr.adversarial.discriminator = ctx.discriminator = critic
     algorithm.start(ctx)  # as the engine does before the first round (LeakGAN attaches D's features here)
     return tr
 
@@ -134,7 +134,7 @@ STEPS = 10
 @pytest.mark.parametrize("algo", list(CASES))
 def test_target_token_frequency_rises_under_a_fixed_critic(algo, tmp_path):
     tr = build(tmp_path, algo)
-    ctx, algorithm, G = tr.gan_ctx, tr.algorithm, tr.generator
+    ctx, algorithm, G = tr.adversarial.ctx, tr.adversarial.algorithm, tr.generator
     before, se_before = target_share(G, seed=1)
     assert before < 0.15  # untrained: about 1 / V
     for _ in range(STEPS):
@@ -158,7 +158,7 @@ def test_direction_under_the_wgan_convention(case, tmp_path):
     G = tr.generator
     before, se_before = target_share(G, seed=1)
     for _ in range(STEPS):
-        tr.algorithm.g_step(tr.gan_ctx)
+        tr.adversarial.algorithm.g_step(tr.adversarial.ctx)
     after, se_after = target_share(G, seed=2)
     se = math.sqrt(se_before**2 + se_after**2)
     assert after - before > max(6 * se, 0.03), f"{case}: TARGET share {before:.3f} -> {after:.3f} (se {se:.4f})"
@@ -171,7 +171,7 @@ def test_seqgan_cnn_shortcut_reads_realness_like_the_plain_reward(loss, tmp_path
     from llmgan.rewards import rollout_completions
 
     tr = build(tmp_path, "seqgan", loss=loss, fixed_critic=False)
-    ctx, algo, G, D = tr.gan_ctx, tr.algorithm, tr.generator, tr.discriminator
+    ctx, algo, G, D = tr.adversarial.ctx, tr.adversarial.algorithm, tr.generator, tr.adversarial.discriminator
     tokens = G.sample(4, T, generator=torch.Generator().manual_seed(0)).tokens
     comps = rollout_completions(G, tokens, 2, torch.Generator().manual_seed(1))  # (T-1, 4, 2, T)
     fast = algo.completion_scores(ctx)(tokens, comps)
@@ -186,9 +186,9 @@ def test_gad_d_statistics_read_realness_under_wgan(tmp_path, monkeypatch):
     # the fakeness critic separates target-rich real text from the untrained G's samples: its logged
     # accuracies must say so (read as "logit > 0 = real" they would be near 0)
     tr = build(tmp_path, "gad", params={"d_loss": "wgan"}, loss="wgan")
-    ctx = tr.gan_ctx
+    ctx = tr.adversarial.ctx
     monkeypatch.setattr(ctx, "update_discriminator", lambda loss, clip=None: float(loss))  # the critic is fixed
-    stats = tr.algorithm.d_step(ctx)
+    stats = tr.adversarial.algorithm.d_step(ctx)
     assert stats["d_acc_real"] > 0.85 and stats["d_acc_fake"] > 0.85 and stats["d_pair_acc"] > 0.85, stats
 
 
@@ -202,7 +202,7 @@ def test_gad_first_epoch_ratio_is_exactly_one_with_a_dropout_generator(tmp_path)
     tr = build(tmp_path, "gad", generator=DROPOUT_GPT, params={"ppo_epochs": 1, "clip_eps": 0.05, "kl_coef": 0.1})
     G = tr.generator
     G.train()
-    stats = tr.algorithm.g_step(tr.gan_ctx)
+    stats = tr.adversarial.algorithm.g_step(tr.adversarial.ctx)
     assert stats["ratio_mean"] == 1.0 and stats["clip_frac"] == 0.0
     assert stats["kl"] == 0.0  # the reference equals G before the step: k3 is exactly 0 too
     assert G.training  # the engine's mode is restored
@@ -212,7 +212,7 @@ def test_spin_margin_is_exactly_zero_against_itself_with_a_dropout_generator(tmp
     tr = build(tmp_path, "spin", generator=DROPOUT_GPT)
     G = tr.generator
     G.train()
-    stats = tr.algorithm.g_step(tr.gan_ctx)  # G == opponent: every log-ratio is 0, the loss log 2
+    stats = tr.adversarial.algorithm.g_step(tr.adversarial.ctx)  # G == opponent: every log-ratio is 0, the loss log 2
     assert stats["margin"] == 0.0 and stats["reward_real"] == 0.0 and stats["reward_gen"] == 0.0
     assert stats["g_loss"] == pytest.approx(math.log(2.0), abs=1e-6)
     assert G.training

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from llmgan.errors import ConfigError
-from llmgan.losses import d_loss
+from llmgan.losses import d_loss, realness_logits
 from llmgan.models.base import Samples
 
 ALGORITHMS: dict[str, type[Algorithm]] = {}
@@ -276,7 +276,9 @@ def classifier_batch_loss(D: torch.nn.Module, kind: str) -> BatchLoss:
             lr, lf = logits[: len(r)], logits[len(r) :]
         else:
             lr, lf = D(r).float(), D(f).float()
-        return d_loss(lr, lf, kind), (lr > 0).float().mean(), (lf <= 0).float().mean()
+        # accuracy reads D's realness, so it means the same under the wgan convention (D scores fakeness)
+        rr, rf = realness_logits(lr.detach(), kind), realness_logits(lf.detach(), kind)
+        return d_loss(lr, lf, kind), (rr > 0).float().mean(), (rf <= 0).float().mean()
 
     return batch_loss
 
