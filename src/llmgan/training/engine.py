@@ -29,7 +29,7 @@ from llmgan.models.factory import make_generator
 from llmgan.training import distributed as dist_utils
 from llmgan.training.checkpoint import Checkpointer
 from llmgan.training.data_setup import RunData, prepare_data, write_ids
-from llmgan.training.evaluation import evaluate_generator
+from llmgan.training.evaluation import ban_token_ids, evaluate_generator
 from llmgan.training.logging import MetricsLogger, info
 
 
@@ -370,6 +370,7 @@ class Trainer:
             temperature=e.temperature,
             rng=self.sample_rng,
             autocast=self.autocast,
+            ban_ids=ban_token_ids(self.data.tokenizer, e.ban_tokens),
         )
         phase = self.state["phase"]
         metrics.update(epoch=self.state["epoch"], round=self.state.get("round", 0))
