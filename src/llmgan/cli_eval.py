@@ -84,7 +84,14 @@ def _read_tokenized(path: str, what: str, tokenizer: str) -> list[list[str]]:
     from llmgan.data import read_lines
     from llmgan.metrics import tokenize_lines
 
-    lines = read_lines(path)  # DataError for missing / empty / binary / non-UTF-8 files
+    lines = list(read_lines(path))  # DataError for missing / empty / binary / non-UTF-8 files
+    if what == "samples":
+        # A blank line is an empty sample (`llmgan generate` writes one for a sample that ended at
+        # once); it scores 0, as in `llmgan evaluate` and Texygen. Reference files skip blank lines.
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            lines = f.read().split("\n")
+        if lines and lines[-1].strip() == "":
+            lines.pop()  # the final newline ends the last line; it starts no sample
     toks = tokenize_lines(lines, tokenizer)  # the tokenization evaluate/sweep/report use
     if not any(toks):
         raise DataError(f"{path}: the {what} file holds no tokens")

@@ -80,9 +80,8 @@ class EvalConfig:
     batch_size: int = 1000  # sampling/scoring batch size
     max_len: int | None = None  # sample length (None: data.max_len, or data.seq_len for oracle runs)
     temperature: float = 1.0  # sampling temperature for evaluation
-    # BLEU (docs/configuration.md "BLEU"): raw = references are the held-out file's text, as `llmgan metrics
-    # --references` reads it (Texygen); vocab = references mapped through the run's vocabulary (OOV -> <unk>)
-    bleu_references: str = "raw"  # raw | vocab
+    # BLEU's definition: docs/configuration.md, section "BLEU"
+    bleu_references: str = "raw"  # raw (held-out texts as written, = `llmgan metrics`) | vocab (OOV -> <unk>)
     bleu_tokenizer: str = "auto"  # auto (char runs: char, ids: whitespace, else nltk) | nltk | whitespace | char
     ban_tokens: list[str] = dc_field(default_factory=list)  # tokens never sampled for evaluation, e.g. ["<unk>"]
 
