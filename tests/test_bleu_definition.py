@@ -177,3 +177,10 @@ def test_banned_unk_run_samples_have_no_unk(run_dir, tmp_path):
     unbanned = evaluate_run(run, metrics=["distinct"], n_samples=64, rng=torch.Generator().manual_seed(0),
                             ban_tokens=[])
     assert ev["distinct_1"] != unbanned["distinct_1"]  # the ban changed what evaluation sampled
+
+
+def test_apps_eval_takes_threads(capsys, tmp_path):
+    """`--threads` is parsed (before it was "unrecognized arguments"): the error is the missing run."""
+    rc = main(["apps", "eval", str(tmp_path / "nope"), "--app", "translation", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "run directory not found" in err and "unrecognized" not in err
