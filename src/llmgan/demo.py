@@ -126,7 +126,8 @@ def estimate_seconds(blocks: dict[str, float], n_data: int, n_eval: int, mle_epo
     refresh = d_samples / 1000 * draw + 2 * d_samples / 64 * step  # D: fresh fakes, one epoch on real + fake
     # one G step: 64 samples, then `rollouts` continuations of every prefix (64 x rollouts rows, 190 steps)
     g_step = 64 * rollouts * 190 / (1000 * 20) * draw + step
-    report = 3 * 6 * (report_samples / 1000 * draw + report_samples / 64 * score)  # eval + 5 sweep points
+    # the report: per run, one evaluation and 5 sweep temperatures, each scoring the whole test set
+    report = 3 * 6 * (report_samples / 1000 * draw + (n_data + report_samples) / 64 * score)
     return ((mle_epochs + cont_epochs) * per_epoch + n_evals * evaluation + d_pretrain * refresh
             + rounds * (g_step + refresh) + report)
 
