@@ -111,6 +111,9 @@ def cmd_generate(args) -> int:
     rng = torch.Generator().manual_seed(args.seed)
     max_len = args.max_len or run.max_len
     texts, prompt = _parse_prompts(run, args)
+    from llmgan.training.evaluation import ban_token_ids
+
+    ban = ban_token_ids(run.tokenizer, args.ban, what="--ban")
     z = None
     if args.interpolate:
         latent = getattr(getattr(g, "cfg", None), "latent_dim", 0)
@@ -133,6 +136,7 @@ def cmd_generate(args) -> int:
                 top_p=args.top_p,
                 prompt=prompt,
                 generator=rng,
+                ban_ids=ban,
             )
             rows = s.tokens.cpu()
         else:
@@ -149,10 +153,12 @@ def cmd_generate(args) -> int:
                         top_p=args.top_p,
                         z=zb,
                         generator=torch.Generator().manual_seed(args.seed),
+                        ban_ids=ban,
                     )
                 else:
                     s = g.sample(
-                        b, max_len, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=rng
+                        b, max_len, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=rng,
+                        ban_ids=ban,
                     )
                 rows.append(s.tokens.cpu())
             rows = torch.cat(rows)
@@ -197,6 +203,9 @@ def cmd_evaluate(args) -> int:
         n_samples=args.n_samples,
         rng=torch.Generator().manual_seed(args.seed),
         temperature=args.temperature,
+        bleu_references=args.bleu_references,
+        bleu_tokenizer=args.bleu_tokenizer,
+        ban_tokens=args.ban,
     )
     if args.json:
         print(json.dumps(result))
@@ -259,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto")
     g.add_argument("--threads", type=int, default=None)
+    g.add_argument("--ban", action="append", default=None, metavar="TOKEN",
+                   help="never sample this token, e.g. --ban '<unk>' (repeatable)")
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score a run: oracle NLL, held-out NLL, and text metrics")
@@ -271,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--ban", action="append", default=None, metavar="TOKEN",
+                   help="never sample this token (repeatable; default: eval.ban_tokens)")
+    from llmgan.cli_eval import add_bleu_arguments
+
+    add_bleu_arguments(e)
     e.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("data", help="data tools")

@@ -3,9 +3,11 @@
     llmgan sweep RUN_DIR [RUN_DIR ...] --temperatures 0.5:1.5:11 --out DIR [--data TEST] [--n-samples N] [--json]
     llmgan report RUN_DIR [RUN_DIR ...] --out DIR [--sweep DIR] [--n-samples N]
     llmgan metrics --samples GEN.txt [--references REF.txt] [--metrics bleu,self_bleu,distinct,fed]
-                   [--tokenizer whitespace|char] [--json]
+                   [--tokenizer nltk|whitespace|char] [--json]
 
-``metrics`` scores any text files, from any model: no run directory is involved.
+``metrics`` scores any text files, from any model: no run directory is involved. Its BLEU is the one
+``evaluate`` / ``sweep`` / ``report`` compute with their default ``--bleu-references raw``: the same
+samples give the same numbers (docs/configuration.md, "BLEU").
 Registered through ``llmgan.cli.EXTRA_MODULES``; errors are LLMGanError, printed as one line, exit 2.
 """
 
@@ -52,7 +54,8 @@ def cmd_sweep(args) -> int:
     _setup_torch(args)
     temps = parse_temperatures(args.temperatures)  # validate before loading any run
     rows = sweep(args.run_dirs, temps, out_dir=args.out, data=args.data, n_samples=args.n_samples, seed=args.seed,
-                 device=_device(args.device))
+                 device=_device(args.device), bleu_references=args.bleu_references,
+                 bleu_tokenizer=args.bleu_tokenizer)
     if args.json:
         print(json.dumps(rows))
     else:
@@ -70,7 +73,8 @@ def cmd_report(args) -> int:
     _setup_torch(args)
     path = build_report(args.run_dirs, args.out, sweep_dir=args.sweep, n_samples=args.n_samples,
                         temperatures=args.temperatures, n_show=args.n_show, seed=args.seed, data=args.data,
-                        device=_device(args.device))
+                        device=_device(args.device), bleu_references=args.bleu_references,
+                        bleu_tokenizer=args.bleu_tokenizer)
     print(path)
     return 0
 
@@ -78,9 +82,17 @@ def cmd_report(args) -> int:
 # ------------------------------------------------------------------------------------------ metrics
 def _read_tokenized(path: str, what: str, tokenizer: str) -> list[list[str]]:
     from llmgan.data import read_lines
+    from llmgan.metrics import tokenize_lines
 
-    lines = read_lines(path)  # DataError for missing / empty / binary / non-UTF-8 files
-    toks = [list(line) if tokenizer == "char" else line.split() for line in lines]
+    lines = list(read_lines(path))  # DataError for missing / empty / binary / non-UTF-8 files
+    if what == "samples":
+        # A blank line is an empty sample (`llmgan generate` writes one for a sample that ended at
+        # once); it scores 0, as in `llmgan evaluate` and Texygen. Reference files skip blank lines.
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            lines = f.read().split("\n")
+        if lines and lines[-1].strip() == "":
+            lines.pop()  # the final newline ends the last line; it starts no sample
+    toks = tokenize_lines(lines, tokenizer)  # the tokenization evaluate/sweep/report use
     if not any(toks):
         raise DataError(f"{path}: the {what} file holds no tokens")
     return toks
@@ -134,6 +146,16 @@ def cmd_metrics(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ parser
+def add_bleu_arguments(p) -> None:
+    """``--bleu-references`` / ``--bleu-tokenizer``: the BLEU definition (default: the run's eval config)."""
+    p.add_argument("--bleu-references", default=None, choices=["raw", "vocab"],
+                   help="BLEU references: raw = the held-out texts as written, as `llmgan metrics` reads them; "
+                        "vocab = mapped through the run's vocabulary (OOV -> <unk>). Default: eval.bleu_references "
+                        "(raw)")
+    p.add_argument("--bleu-tokenizer", default=None, choices=["auto", "nltk", "whitespace", "char"],
+                   help="tokens of BLEU / Self-BLEU / distinct-n (default: eval.bleu_tokenizer, auto)")
+
+
 def register(sub) -> None:
     """Add ``sweep``, ``report`` and ``metrics`` to the ``llmgan`` subparsers."""
     from llmgan.report import DEFAULT_REPORT_TEMPERATURES
@@ -151,6 +173,7 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int, default=None)
+    add_bleu_arguments(s)
     s.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("report", help="HTML + Markdown report comparing runs: metrics, curves, sweep, samples")
@@ -166,6 +189,7 @@ def register(sub) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="auto")
     r.add_argument("--threads", type=int, default=None)
+    add_bleu_arguments(r)
     r.set_defaults(func=cmd_report)
 
     m = sub.add_parser("metrics", help="score text files from any model: BLEU, Self-BLEU, distinct-n, FED")
@@ -173,7 +197,8 @@ def register(sub) -> None:
     m.add_argument("--references", default=None, metavar="REF.txt", help="reference texts (for bleu, fed)")
     m.add_argument("--metrics", default=DEFAULT_METRICS,
                    help=f"comma list of {', '.join(METRIC_NAMES)} (default {DEFAULT_METRICS})")
-    m.add_argument("--tokenizer", default="whitespace", choices=["whitespace", "char"],
-                   help="how lines become tokens (default whitespace)")
+    m.add_argument("--tokenizer", default="nltk", choices=["nltk", "whitespace", "char"],
+                   help="how lines become tokens: nltk = Texygen's word tokenization (default), whitespace = "
+                        "str.split(), char = characters without whitespace")
     m.add_argument("--json", action="store_true", help="one JSON object")
     m.set_defaults(func=cmd_metrics)

@@ -131,6 +131,10 @@ def cmd_apps_eval(args) -> int:
     from llmgan.run import load_run
     from llmgan.training.distributed import resolve_device
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     run = load_run(args.run_dir, device=resolve_device(args.device))
     res = evaluate_app(run, args.app, data=args.data, n=args.n, seed=args.seed, greedy=not args.sample)
     print(json.dumps(res, ensure_ascii=False))
@@ -186,6 +190,7 @@ def register(sub) -> None:
     e.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
+    e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     e.set_defaults(func=cmd_apps_eval)
 
 

@@ -80,6 +80,10 @@ class EvalConfig:
     batch_size: int = 1000  # sampling/scoring batch size
     max_len: int | None = None  # sample length (None: data.max_len, or data.seq_len for oracle runs)
     temperature: float = 1.0  # sampling temperature for evaluation
+    # BLEU's definition: docs/configuration.md, section "BLEU"
+    bleu_references: str = "raw"  # raw (held-out texts as written, = `llmgan metrics`) | vocab (OOV -> <unk>)
+    bleu_tokenizer: str = "auto"  # auto (char runs: char, ids: whitespace, else nltk) | nltk | whitespace | char
+    ban_tokens: list[str] = dc_field(default_factory=list)  # tokens never sampled for evaluation, e.g. ["<unk>"]
 
 
 @dataclass
@@ -300,6 +304,10 @@ def validate(cfg: RunConfig) -> None:
     _require(t.checkpoint_every >= 1, f"train.checkpoint_every: expected >= 1, got {t.checkpoint_every}")
     _require(t.keep_checkpoints >= 1, f"train.keep_checkpoints: expected >= 1, got {t.keep_checkpoints}")
     _require(cfg.eval.n_samples >= 1, f"eval.n_samples: expected >= 1, got {cfg.eval.n_samples}")
+    _require(cfg.eval.bleu_references in ("raw", "vocab"),
+             f"eval.bleu_references: expected raw|vocab, got {cfg.eval.bleu_references!r}")
+    _require(cfg.eval.bleu_tokenizer in ("auto", "nltk", "whitespace", "char"),
+             f"eval.bleu_tokenizer: expected auto|nltk|whitespace|char, got {cfg.eval.bleu_tokenizer!r}")
     _require(
         a.rounds >= 0 and a.g_steps >= 0 and a.d_steps >= 0 and a.d_epochs >= 0,
         "adversarial.rounds/g_steps/d_steps/d_epochs: expected >= 0",

@@ -183,9 +183,10 @@ def _summary(run) -> dict:
 
 
 def _decode_samples(run, n: int, seed: int) -> list[str]:
-    from llmgan.training.evaluation import sample_tokens
+    from llmgan.training.evaluation import ban_token_ids, sample_tokens
 
-    tokens, lengths = sample_tokens(run.generator, n, run.max_len, rng=torch.Generator().manual_seed(seed))
+    tokens, lengths = sample_tokens(run.generator, n, run.max_len, rng=torch.Generator().manual_seed(seed),
+                                    ban_ids=ban_token_ids(run.tokenizer, run.cfg.eval.ban_tokens))
     return [run.tokenizer.decode(row[:k]) for row, k in zip(tokens.tolist(), lengths.tolist())]
 
 
@@ -199,10 +200,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
+# Evaluation keys said once in the table's caption instead of as columns.
+_NOT_COLUMNS = ("n_samples", "temperature", "bleu_references", "bleu_tokenizer")
+
+
 def _columns(infos: Sequence[_RunInfo]) -> tuple[list[str], list[str], list[str]]:
     summary = list(dict.fromkeys(k for i in infos for k in i.summary))
     final = list(dict.fromkeys(k for i in infos for k in i.final))
-    evaluation = list(dict.fromkeys(k for i in infos for k in i.evaluation if k not in ("n_samples", "temperature")))
+    evaluation = list(dict.fromkeys(k for i in infos for k in i.evaluation if k not in _NOT_COLUMNS))
     return summary, sorted(final, key=_column_rank), sorted(evaluation, key=_column_rank)
 
 
@@ -301,7 +306,8 @@ def _md_table(infos: Sequence[_RunInfo]) -> str:
     return "\n".join(lines)
 
 
-def _sweep_section(infos, loaded, out_dir, sweep_dir, temperatures, n_samples, seed, data) -> tuple[str | None, list]:
+def _sweep_section(infos, loaded, out_dir, sweep_dir, temperatures, n_samples, seed, data,
+                   bleu_references=None, bleu_tokenizer=None) -> tuple[str | None, list]:
     """Sweep rows and the relative path of sweep.png inside out_dir (None when there is no plot)."""
     from llmgan.sweep import parse_temperatures, plot_sweep, read_sweep_csv, sweep_loaded_run, write_sweep
     from llmgan.training.evaluation import held_out_corpus
@@ -321,7 +327,8 @@ def _sweep_section(infos, loaded, out_dir, sweep_dir, temperatures, n_samples, s
     rows = []
     for info, run in zip(infos, loaded):
         try:
-            rows.extend(sweep_loaded_run(run, temps, held_out_corpus(run, data), n_samples, seed, info.name))
+            rows.extend(sweep_loaded_run(run, temps, held_out_corpus(run, data), n_samples, seed, info.name,
+                                         data=data, bleu_references=bleu_references, bleu_tokenizer=bleu_tokenizer))
         except LLMGanError as e:  # one run without held-out data should not sink the whole report
             info.notes.append(f"sweep skipped: {e}")
     if not rows:
@@ -332,7 +339,8 @@ def _sweep_section(infos, loaded, out_dir, sweep_dir, temperatures, n_samples, s
 
 def build_report(run_dirs: Sequence[str], out_dir: str, sweep_dir: str | None = None, n_samples: int | None = None,
                  temperatures: str | Sequence[float] = DEFAULT_REPORT_TEMPERATURES, n_show: int = 10, seed: int = 0,
-                 data: str | None = None, device: str | torch.device = "cpu") -> str:
+                 data: str | None = None, device: str | torch.device = "cpu", bleu_references: str | None = None,
+                 bleu_tokenizer: str | None = None) -> str:
     """Write the report for ``run_dirs`` into ``out_dir``; returns the path of index.html.
 
     Args:
@@ -341,6 +349,8 @@ def build_report(run_dirs: Sequence[str], out_dir: str, sweep_dir: str | None = 
         n_samples: samples per run for the evaluation and the sweep (default: each run's eval.n_samples).
         n_show: sample texts shown per run.
         data: held-out file replacing each run's test set (default: the run's own).
+        bleu_references, bleu_tokenizer: the BLEU definition (default: each run's eval config; see
+            :func:`llmgan.training.evaluation.evaluate_run`).
     """
     from llmgan.run import load_run
     from llmgan.sweep import _unique_names
@@ -361,7 +371,8 @@ def build_report(run_dirs: Sequence[str], out_dir: str, sweep_dir: str | None = 
         d = run.cfg.data
         info.data_key = (d.oracle, d.train, d.test, d.tokenizer, data)
         try:
-            info.evaluation = evaluate_run(run, data=data, n_samples=n_samples, rng=torch.Generator().manual_seed(seed))
+            info.evaluation = evaluate_run(run, data=data, n_samples=n_samples, rng=torch.Generator().manual_seed(seed),
+                                           bleu_references=bleu_references, bleu_tokenizer=bleu_tokenizer)
             if os.path.isfile(os.path.join(run.checkpoint, "discriminator.safetensors")):
                 # adversarial runs: can their own discriminator still tell real from generated?
                 info.evaluation.update(evaluate_run(run, data=data, metrics=["detector_auroc"], n_samples=n_samples,
@@ -372,10 +383,15 @@ def build_report(run_dirs: Sequence[str], out_dir: str, sweep_dir: str | None = 
         infos.append(info)
         loaded.append(run)
     curves = plot_curves([(i.name, i.records) for i in infos], os.path.join(out_dir, "curves"))
-    sweep_png, sweep_rows = _sweep_section(infos, loaded, out_dir, sweep_dir, temperatures, n_samples, seed, data)
+    sweep_png, sweep_rows = _sweep_section(infos, loaded, out_dir, sweep_dir, temperatures, n_samples, seed, data,
+                                           bleu_references, bleu_tokenizer)
 
     ns = sorted({i.evaluation.get("n_samples") for i in infos if i.evaluation.get("n_samples")})
     n_eval = f"{', '.join(map(str, ns)) or '?'} samples, T=1, seed {seed}"
+    for key, what in (("bleu_references", "references"), ("bleu_tokenizer", "tokens")):
+        found = sorted({str(i.evaluation[key]) for i in infos if key in i.evaluation})
+        if found:  # the BLEU definition the numbers follow (docs/configuration.md, BLEU)
+            n_eval += f", BLEU {what}: {'/'.join(found)}"
     stamp = time.strftime("%Y-%m-%d %H:%M")
     _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sweep_dir)
     _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp)

@@ -110,17 +110,28 @@ def temperature_nll(generator, corpus, temperature: float = 1.0, batch_size: int
 
 
 def sweep_loaded_run(run, temperatures: Sequence[float], test=None, n_samples: int | None = None, seed: int = 0,
-                     name: str | None = None) -> list[dict]:
+                     name: str | None = None, data: str | None = None, bleu_references: str | None = None,
+                     bleu_tokenizer: str | None = None) -> list[dict]:
     """One row per temperature for a :class:`llmgan.run.LoadedRun` (see the module docstring).
 
-    ``test`` is the held-out :class:`llmgan.data.EncodedCorpus` (default: the run's own).
+    ``test`` is the held-out :class:`llmgan.data.EncodedCorpus` of ``data`` (default: the run's own).
+    BLEU follows the definition of ``llmgan evaluate`` (:func:`llmgan.training.evaluation.evaluate_run`:
+    ``bleu_references`` / ``bleu_tokenizer``, default the run's eval config), and samples never
+    contain the run's ``eval.ban_tokens``.
     """
     from llmgan.metrics import bleu, self_bleu
     from llmgan.models.generators.oracle import oracle_nll
-    from llmgan.training.evaluation import _token_strings, held_out_corpus, sample_tokens
+    from llmgan.training.evaluation import (
+        _token_strings,
+        ban_token_ids,
+        bleu_tokenizer_for,
+        held_out_corpus,
+        reference_tokens,
+        sample_tokens,
+    )
 
     if test is None:
-        test = held_out_corpus(run)
+        test = held_out_corpus(run, data)
     if test is None:
         raise LLMGanError(f"{run.run_dir}: no held-out data to sweep against (pass --data FILE)")
     name = name or os.path.basename(os.path.normpath(run.run_dir))
@@ -128,11 +139,15 @@ def sweep_loaded_run(run, temperatures: Sequence[float], test=None, n_samples: i
     is_oracle = run.oracle is not None
     if not is_oracle and n < 2:
         raise ConfigError("--n-samples: Self-BLEU needs at least 2 samples")
-    refs = None if is_oracle else _token_strings(run, test.tokens, test.lengths)
+    tok_name = bleu_tokenizer_for(run, bleu_tokenizer)
+    refs_mode = bleu_references or run.cfg.eval.bleu_references
+    refs = None if is_oracle else reference_tokens(run, data, refs_mode, tok_name, test)
+    ban_ids = ban_token_ids(run.tokenizer, run.cfg.eval.ban_tokens)
     rows = []
     for temp in temperatures:
         rng = torch.Generator().manual_seed(seed)  # same stream at every temperature
-        samples, lengths = sample_tokens(run.generator, n, run.max_len, run.cfg.eval.batch_size, temp, rng=rng)
+        samples, lengths = sample_tokens(run.generator, n, run.max_len, run.cfg.eval.batch_size, temp, rng=rng,
+                                         ban_ids=ban_ids)
         row: dict = {"run": name, "run_dir": run.run_dir, "kind": "oracle" if is_oracle else "text",
                      "temperature": float(temp), "n_samples": n,
                      "test_nll": temperature_nll(run.generator, test, temp)}
@@ -141,7 +156,7 @@ def sweep_loaded_run(run, temperatures: Sequence[float], test=None, n_samples: i
             row.update(quality=row["oracle_nll"], diversity=row["test_nll"],
                        quality_metric="oracle_nll", diversity_metric="test_nll")
         else:
-            gen = _token_strings(run, samples, lengths)
+            gen = _token_strings(run, samples, lengths, tok_name)
             row["bleu_4"] = bleu(gen, refs, max_n=4)["bleu_4"]
             row["self_bleu_4"] = self_bleu(gen, max_n=4)["self_bleu_4"]
             row.update(quality=row["bleu_4"], diversity=row["self_bleu_4"],
@@ -166,7 +181,8 @@ def _unique_names(run_dirs: Sequence[str]) -> list[str]:
 
 def sweep(run_dirs: Sequence[str], temperatures: Sequence[float] | str = DEFAULT_TEMPERATURES,
           out_dir: str | None = None, data: str | None = None, n_samples: int | None = None, seed: int = 0,
-          device: str | torch.device = "cpu") -> list[dict]:
+          device: str | torch.device = "cpu", bleu_references: str | None = None,
+          bleu_tokenizer: str | None = None) -> list[dict]:
     """Sweep every run over the temperatures; with ``out_dir`` write sweep.csv, sweep.md and sweep.png.
 
     ``data`` replaces each run's held-out set (it must suit every run's tokenizer). Returns the rows
@@ -183,7 +199,8 @@ def sweep(run_dirs: Sequence[str], temperatures: Sequence[float] | str = DEFAULT
     rows: list[dict] = []
     for run_dir, name in zip(run_dirs, _unique_names(run_dirs)):
         run = load_run(run_dir, device=device)
-        rows.extend(sweep_loaded_run(run, temps, held_out_corpus(run, data), n_samples, seed, name))
+        rows.extend(sweep_loaded_run(run, temps, held_out_corpus(run, data), n_samples, seed, name, data=data,
+                                     bleu_references=bleu_references, bleu_tokenizer=bleu_tokenizer))
     if out_dir:
         write_sweep(rows, out_dir)
     return rows

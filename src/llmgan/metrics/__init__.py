@@ -4,12 +4,21 @@ All are pure functions over tokenized or raw text; the only llmgan import is ``l
 FED's embedder (sentence-transformers + torch) is imported lazily, on first use.
 """
 
-from llmgan.metrics.bleu import bleu, bleu_scores, self_bleu, self_bleu_scores, tokenize_lines
+from llmgan.metrics.bleu import (
+    TEXT_TOKENIZERS,
+    bleu,
+    bleu_scores,
+    self_bleu,
+    self_bleu_scores,
+    tokenize_lines,
+    tokenize_text,
+)
 from llmgan.metrics.diversity import distinct, distinct_n
 from llmgan.metrics.fed import SentenceEmbedder, fed, frechet_distance
 from llmgan.metrics.mauve import mauve_available, mauve_score
 
 __all__ = [
+    "TEXT_TOKENIZERS",
     "SentenceEmbedder",
     "bleu",
     "bleu_scores",
@@ -22,4 +31,5 @@ __all__ = [
     "self_bleu",
     "self_bleu_scores",
     "tokenize_lines",
+    "tokenize_text",
 ]

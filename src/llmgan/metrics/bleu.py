@@ -30,24 +30,70 @@ import numpy as np
 
 from llmgan.errors import LLMGanError
 
-__all__ = ["bleu", "bleu_scores", "self_bleu", "self_bleu_scores", "tokenize_lines"]
+__all__ = ["TEXT_TOKENIZERS", "bleu", "bleu_scores", "self_bleu", "self_bleu_scores", "tokenize_lines", "tokenize_text"]
 
 # nltk's SmoothingFunction().method1 default: a zero-match precision becomes epsilon / denominator.
 _EPSILON = 0.1
 
 
+# How a line of text becomes BLEU tokens. One definition for `llmgan evaluate`, `sweep`, `report` and
+# `metrics` (docs/configuration.md, eval.bleu_tokenizer):
+#   nltk        nltk.word_tokenize(line, preserve_line=True): the Treebank word tokenizer Texygen and
+#               TextGAN-PyTorch score with ("night." -> "night", "."). preserve_line skips the punkt
+#               sentence splitter, which needs a data download; on one-sentence lines (COCO captions,
+#               EMNLP news) the two agree. A literal "<unk>" is kept as one token.
+#   whitespace  str.split()
+#   char        one token per character, whitespace left out (layout, not a token: the poems corpus
+#               separates every character by a space)
+TEXT_TOKENIZERS: tuple[str, ...] = ("nltk", "whitespace", "char")
+_UNK = "<unk>"
+
+
+def _nltk_tokens(text: str) -> list[str]:
+    try:
+        from nltk.tokenize import word_tokenize
+    except ImportError:
+        raise LLMGanError("the nltk BLEU tokenizer needs nltk (pip install nltk), "
+                          "or choose --tokenizer / eval.bleu_tokenizer whitespace") from None
+    toks = word_tokenize(text, preserve_line=True)
+    if _UNK not in text:
+        return toks
+    # Treebank splits "<unk>" into "<", "unk", ">": glue it back, so a generated <unk> is one
+    # (non-matching) token, as it is for the whitespace tokenizer.
+    out: list[str] = []
+    for t in toks:
+        if t == ">" and len(out) >= 2 and out[-1] == "unk" and out[-2] == "<":
+            out[-2:] = [_UNK]
+        else:
+            out.append(t)
+    return out
+
+
+def tokenize_text(text: str, tokenizer: str = "nltk") -> list[str]:
+    """BLEU tokens of one line under a :data:`TEXT_TOKENIZERS` name (see the comment above it)."""
+    if tokenizer == "nltk":
+        return _nltk_tokens(text)
+    if tokenizer == "whitespace":
+        return text.split()
+    if tokenizer == "char":
+        return [c for c in text if not c.isspace()]
+    raise LLMGanError(f"BLEU tokenizer {tokenizer!r}: expected one of {', '.join(TEXT_TOKENIZERS)}")
+
+
 def tokenize_lines(
-    lines: Iterable[str], tokenizer: Callable[[str], list[str]] | None = None
+    lines: Iterable[str], tokenizer: str | Callable[[str], list[str]] | None = None
 ) -> list[list[str]]:
     """Tokenize text lines for :func:`bleu` / :func:`self_bleu`.
 
     Args:
         lines: one sentence per item (trailing newlines are fine).
-        tokenizer: ``str -> list[str]``; default is whitespace splitting (``str.split()``), which is
-            what the benchmark files (already space-tokenized) need.
+        tokenizer: a :data:`TEXT_TOKENIZERS` name, or ``str -> list[str]``; default is whitespace
+            splitting (``str.split()``). The commands default to ``"nltk"`` (Texygen's tokenization).
     """
     if tokenizer is None:
         return [line.split() for line in lines]
+    if isinstance(tokenizer, str):
+        return [tokenize_text(line, tokenizer) for line in lines]
     return [list(tokenizer(line)) for line in lines]
 
 

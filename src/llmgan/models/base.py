@@ -221,10 +221,11 @@ class Generator(nn.Module):
         top_k: int | None,
         top_p: float | None,
         generator: torch.Generator | None,
+        ban_ids: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, State]:
         """Feed token (B,), draw the next one: (next (B,), its log-prob (B,), new state)."""
         h, state = self.step_hidden(token, state)
-        nxt, lp = sample_from_hidden(h, *self.output_layer(), temperature, top_k, top_p, generator)
+        nxt, lp = sample_from_hidden(h, *self.output_layer(), temperature, top_k, top_p, generator, ban_ids)
         return nxt, lp, state
 
     def _register_latent_flag(self) -> None:
@@ -255,13 +256,14 @@ class Generator(nn.Module):
         state: State | None = None,
         first_token: Tensor | None = None,
         generator: torch.Generator | None = None,
+        ban_ids: Tensor | None = None,
     ) -> Samples:
         """Sample n sequences of at most ``max_len`` tokens, stopping each row at EOS.
 
         ``state`` + ``first_token`` (B,) continue from a cached prefix instead of starting at BOS
         (used by Monte-Carlo rollouts). The loop stops early once every row has ended. A generator
         trained with a latent code (``set_latent_sampling``) draws z ~ N(0, I) from ``generator`` when
-        no z is given.
+        no z is given. ``ban_ids`` (1-D token ids) are never sampled (``llmgan generate --ban``).
         """
         if state is None:
             if z is None and bool(getattr(self, "latent_in_use", False)):
@@ -274,7 +276,7 @@ class Generator(nn.Module):
         logps = torch.zeros(B, max_len, device=self.device)
         alive = torch.ones(B, dtype=torch.bool, device=self.device)
         for t in range(max_len):
-            token, lp, state = self._sample_next(token, state, temperature, top_k, top_p, generator)
+            token, lp, state = self._sample_next(token, state, temperature, top_k, top_p, generator, ban_ids)
             if self.eos_id is not None:
                 token = torch.where(alive, token, torch.full_like(token, pad))
                 lp = lp * alive

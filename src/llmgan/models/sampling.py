@@ -81,6 +81,13 @@ def _draw_rows(logits: Tensor, block: int, generator: torch.Generator | None) ->
     return tok.squeeze(-1), logp.squeeze(-1)
 
 
+def ban_logits(logits: Tensor, ban_ids: Tensor | None) -> Tensor:
+    """Logits (B, V) with the banned token ids (a 1-D tensor) set to -inf: they are never drawn."""
+    if ban_ids is None or ban_ids.numel() == 0:
+        return logits
+    return logits.index_fill(-1, ban_ids.to(logits.device), float("-inf"))
+
+
 def _check_temperature(temperature: float) -> None:
     if temperature < 0:
         raise ConfigError(f"temperature must be >= 0, got {temperature}")
@@ -92,14 +99,17 @@ def sample_categorical(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    ban_ids: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Draw one token per row of ``logits`` (B, V).
 
     Returns ``(tokens (B,) long, log_probs (B,) float)``, the log-probability being under the
-    distribution actually sampled (after temperature and filtering). ``temperature == 0`` is greedy.
+    distribution actually sampled (after banning, temperature and filtering). ``temperature == 0`` is
+    greedy. ``ban_ids`` (1-D token ids) are masked out before anything else, so top-k / top-p choose
+    among the allowed tokens only.
     """
     _check_temperature(temperature)
-    logits = logits.detach().float()
+    logits = ban_logits(logits.detach().float(), ban_ids)
     if temperature == 0:
         tokens = logits.argmax(-1)
         return tokens, logits.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
@@ -126,21 +136,24 @@ def sample_from_hidden(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    ban_ids: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sample from ``softmax((hidden @ weight.T + bias) / temperature)`` without materializing all
     logits: hidden (B, H), weight (V, H) -> tokens (B,), log_probs (B,). Falls back to
     ``sample_categorical`` on full logits when top-k/top-p filtering or greedy decoding is asked.
+    ``ban_ids`` (1-D token ids) are never drawn: their bias becomes -inf (their logits, on the fallback).
     """
     _check_temperature(temperature)
     if temperature == 0 or (top_k is not None and top_k > 0) or (top_p is not None and top_p < 1.0):
         logits = hidden.float() @ weight.float().t()
         if bias is not None:
             logits = logits + bias.float()
-        return sample_categorical(logits, temperature, top_k, top_p, generator)
+        return sample_categorical(logits, temperature, top_k, top_p, generator, ban_ids)
     if torch.is_autocast_enabled(hidden.device.type):  # sample in fp32 even inside an autocast region
         with torch.autocast(device_type=hidden.device.type, enabled=False):
-            return sample_from_hidden(hidden.float(), weight, bias, temperature, top_k, top_p, generator)
+            return sample_from_hidden(hidden.float(), weight, bias, temperature, top_k, top_p, generator, ban_ids)
     w, b = _padded_head(weight, bias, 1.0 / temperature)
+    b = ban_logits(b[None], ban_ids)[0]  # -inf bias: exp gives exactly 0 mass, whatever h is
     wt = w.t().contiguous()  # (H, Vp): a contiguous right operand makes addmm ~25% faster here
     block = _block_size(weight.size(0))
     h = hidden.detach().float()

@@ -100,15 +100,16 @@ def conditional_nll(generator: Generator, corpus: EncodedCorpus, prompts: Tensor
 @torch.no_grad()
 def sample_for_prompts(generator: Generator, prompts: Tensor, max_len: int, batch_size: int = 256,
                        temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                       rng: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """One response per prompt row: (tokens (N, max_len), lengths (N,)). ``top_k=1`` is greedy decoding."""
+                       rng: torch.Generator | None = None, ban_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One response per prompt row: (tokens (N, max_len), lengths (N,)). ``top_k=1`` is greedy decoding;
+    ``ban_ids`` are never sampled."""
     was = generator.training
     generator.eval()
     toks, lens = [], []
     for start in range(0, prompts.size(0), batch_size):
         p = trim_prompt(prompts[start : start + batch_size], generator.pad_id).to(generator.device)
         s = generator.sample(p.size(0), max_len, temperature=temperature, top_k=top_k, top_p=top_p, prompt=p,
-                             generator=rng)
+                             generator=rng, ban_ids=ban_ids)
         toks.append(s.tokens.cpu())
         lens.append(s.lengths.cpu())
     generator.train(was)
@@ -125,7 +126,7 @@ def conditional_evaluator(data) -> Callable:
 
     def evaluate(generator: Generator, oracle=None, valid=None, test=None, n_samples: int = 200, max_len: int = 20,
                  batch_size: int = 256, temperature: float = 1.0, rng: torch.Generator | None = None,
-                 autocast: Callable | None = None) -> tuple[dict, Tensor]:
+                 autocast: Callable | None = None, ban_ids: Tensor | None = None) -> tuple[dict, Tensor]:
         metrics: dict = {}
         if valid is not None:
             metrics["valid_nll"] = conditional_nll(generator, valid, data.valid_prompts, autocast=autocast)
@@ -133,7 +134,7 @@ def conditional_evaluator(data) -> Callable:
             metrics["test_nll"] = conditional_nll(generator, test, data.test_prompts, autocast=autocast)
         prompts = data.valid_prompts if data.valid_prompts is not None else data.train_prompts
         samples, _ = sample_for_prompts(generator, prompts[: min(n_samples, 200)], max_len, batch_size,
-                                        temperature, rng=rng)
+                                        temperature, rng=rng, ban_ids=ban_ids)
         return metrics, samples
 
     return evaluate

@@ -35,7 +35,7 @@ from llmgan.training.adversarial import AdversarialSetup, adversarial_phases
 from llmgan.training.checkpoint import Checkpointer, load_model_weights
 from llmgan.training.conditional import conditional_evaluator
 from llmgan.training.data_setup import prepare_data, write_ids
-from llmgan.training.evaluation import evaluate_generator
+from llmgan.training.evaluation import ban_token_ids, evaluate_generator
 from llmgan.training.logging import MetricsLogger, info
 from llmgan.training.optim import lr_lambda, make_optimizer
 
@@ -367,6 +367,7 @@ class Trainer:
             temperature=e.temperature,
             rng=self.sample_rng,
             autocast=self.autocast,
+            ban_ids=ban_token_ids(self.data.tokenizer, e.ban_tokens),
         )
         phase = self.state["phase"]
         metrics.update(epoch=self.state["epoch"], round=self.state.get("round", 0))

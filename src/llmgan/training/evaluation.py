@@ -21,14 +21,16 @@ def sample_tokens(
     top_k: int | None = None,
     top_p: float | None = None,
     rng: torch.Generator | None = None,
+    ban_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """n samples as (tokens (n, max_len), lengths (n,)), drawn in batches."""
+    """n samples as (tokens (n, max_len), lengths (n,)), drawn in batches; ``ban_ids`` are never drawn."""
     was_training = generator.training
     generator.eval()
     toks, lens = [], []
     for start in range(0, n, batch_size):
         s = generator.sample(
-            min(batch_size, n - start), max_len, temperature=temperature, top_k=top_k, top_p=top_p, generator=rng
+            min(batch_size, n - start), max_len, temperature=temperature, top_k=top_k, top_p=top_p, generator=rng,
+            ban_ids=ban_ids,
         )
         toks.append(s.tokens.cpu())
         lens.append(s.lengths.cpu())
@@ -47,11 +49,13 @@ def evaluate_generator(
     temperature: float = 1.0,
     rng: torch.Generator | None = None,
     autocast: Callable | None = None,
+    ban_ids: torch.Tensor | None = None,
 ) -> tuple[dict, torch.Tensor]:
     """Metrics dict (oracle_nll, valid_nll, test_nll where available) and the samples drawn."""
     metrics: dict = {}
     samples, _ = sample_tokens(
-        generator, n_samples if oracle is not None else min(n_samples, 200), max_len, batch_size, temperature, rng=rng
+        generator, n_samples if oracle is not None else min(n_samples, 200), max_len, batch_size, temperature, rng=rng,
+        ban_ids=ban_ids,
     )
     if oracle is not None:
         from llmgan.models.generators.oracle import oracle_nll
@@ -65,6 +69,7 @@ def evaluate_generator(
 
 
 ALL_METRICS = ("oracle_nll", "test_nll", "bleu", "self_bleu", "distinct", "fed", "nll_gen", "detector_auroc")
+BLEU_REFERENCES = ("raw", "vocab")
 
 
 def evaluate_run(
@@ -77,6 +82,9 @@ def evaluate_run(
     top_k: int | None = None,
     top_p: float | None = None,
     nll_gen_kwargs: dict | None = None,
+    bleu_references: str | None = None,
+    bleu_tokenizer: str | None = None,
+    ban_tokens: list[str] | None = None,
 ) -> dict:
     """Score a loaded run (``llmgan.run.LoadedRun``): one flat dict of metric name -> value.
 
@@ -84,6 +92,14 @@ def evaluate_run(
     against the test set, Self-BLEU-2..4 and distinct-1..4 of the samples. ``fed``, ``nll_gen`` and
     ``detector_auroc`` are computed when asked for; ``nll_gen_kwargs`` sets the fresh model's MLE
     budget (``epochs``, ``max_steps``, ...; see :func:`llmgan.metrics.nll_gen.nll_gen`).
+
+    BLEU: ``bleu_references`` (default ``eval.bleu_references``, ``raw``) says what the references
+    are: ``raw`` = the held-out texts as written, so the scores equal ``llmgan metrics --samples
+    GEN.txt --references TEST.txt`` on the same samples (Texygen's definition); ``vocab`` = the
+    references mapped through the run's vocabulary, where an out-of-vocabulary word becomes ``<unk>``
+    and matches a generated ``<unk>``. ``bleu_tokenizer`` (default ``eval.bleu_tokenizer``) names the
+    :data:`llmgan.metrics.TEXT_TOKENIZERS` entry that turns samples and references into tokens for
+    BLEU, Self-BLEU and distinct-n. ``ban_tokens`` (default ``eval.ban_tokens``) are never sampled.
 
     Conditional runs (prompt/response or labelled data) are scored given their prompts: ``test_nll``
     is the responses' NLL given the test prompts, and the samples are responses to the test prompts
@@ -100,6 +116,11 @@ def evaluate_run(
     unknown = [m for m in metrics if m not in ALL_METRICS]
     if unknown:
         raise ConfigError(f"--metrics: unknown metric {unknown[0]!r} (valid: {', '.join(ALL_METRICS)})")
+    refs_mode = bleu_references or getattr(run.cfg.eval, "bleu_references", "raw")
+    if refs_mode not in BLEU_REFERENCES:
+        raise ConfigError(f"bleu references {refs_mode!r}: expected one of {', '.join(BLEU_REFERENCES)}")
+    tok_name = bleu_tokenizer_for(run, bleu_tokenizer)
+    ban_ids = ban_token_ids(run.tokenizer, run.cfg.eval.ban_tokens if ban_tokens is None else ban_tokens)
     n = n_samples or run.cfg.eval.n_samples
     out: dict = {"n_samples": n, "temperature": temperature}
     if conditional:
@@ -116,7 +137,7 @@ def evaluate_run(
         test, prompts = pairs
         rows = torch.arange(n) % prompts.size(0)  # every test prompt, cycled to n samples
         samples, lengths = sample_for_prompts(run.generator, prompts[rows], run.max_len, run.cfg.eval.batch_size,
-                                              temperature, top_k, top_p, rng=rng)
+                                              temperature, top_k, top_p, rng=rng, ban_ids=ban_ids)
         out["n_prompts"] = int(prompts.size(0))  # present only for conditional runs
         if "test_nll" in metrics:
             out["test_nll"] = conditional_nll(run.generator, test, prompts)
@@ -124,7 +145,8 @@ def evaluate_run(
     else:
         test = held_out_corpus(run, data)
         samples, lengths = sample_tokens(
-            run.generator, n, run.max_len, run.cfg.eval.batch_size, temperature, top_k, top_p, rng=rng
+            run.generator, n, run.max_len, run.cfg.eval.batch_size, temperature, top_k, top_p, rng=rng,
+            ban_ids=ban_ids,
         )
     if "oracle_nll" in metrics:
         if not is_oracle:
@@ -138,13 +160,18 @@ def evaluate_run(
         out["test_nll"] = corpus_nll(run.generator, test)
     text_metrics = {"bleu", "self_bleu", "distinct", "fed", "nll_gen"} & set(metrics)
     if text_metrics:
-        gen_tokens = _token_strings(run, samples, lengths)
-        ref_tokens = _token_strings(run, test.tokens, test.lengths) if test is not None else None
+        gen_tokens = _token_strings(run, samples, lengths, tok_name)
+        ref_tokens = None
+        if {"bleu", "fed"} & set(metrics) and test is not None:
+            ref_tokens = reference_tokens(run, data, refs_mode, tok_name, test)
         from llmgan import metrics as M
 
+        if {"bleu", "self_bleu", "distinct"} & set(metrics):
+            out["bleu_tokenizer"] = tok_name  # which definition the numbers follow (docs/configuration.md)
         if "bleu" in metrics:
             if ref_tokens is None:
                 raise ConfigError("bleu: no reference data (pass --data FILE)")
+            out["bleu_references"] = refs_mode
             out.update(M.bleu(gen_tokens, ref_tokens, max_n=(2, 3, 4, 5)))
         if "self_bleu" in metrics:
             out.update(M.self_bleu(gen_tokens, max_n=(2, 3, 4)))
@@ -169,45 +196,125 @@ def evaluate_run(
     return out
 
 
-def held_out_corpus(run, data: str | None = None) -> EncodedCorpus | None:
-    """The run's held-out real data, encoded: ``data`` if given, else the run's test file, else the
-    test split that training carved out of ``data.train`` (same seed and fractions), else None.
+def held_out_texts(run, data: str | None = None) -> tuple[list[str], str] | None:
+    """The run's held-out texts as written, and where they come from: ``data`` if given, else the
+    run's test file, else the test split that training carved out of ``data.train`` (same seed and
+    fractions), else None. Conditional runs give their responses. These are BLEU's ``raw`` references.
 
     Runs whose test set was split off the training file have no test file on disk; re-splitting
     reproduces exactly the sequences the engine held out, so sweeps and reports can score them.
     """
-    path = data or run.held_out_path()
-    if path:
-        return run.encode_file(path)
     import os
 
+    from llmgan.data import load_texts, split_texts
+
     d = run.cfg.data
+    conditional = bool(getattr(run, "is_conditional", False))
+    path = data or (d.test if conditional else run.held_out_path())
+    if conditional:
+        from llmgan.data.conditional import load_records
+
+        def read(p):
+            return [r["response"] for r in load_records(p, d)]
+    else:
+        def read(p):
+            return list(load_texts(p, field=d.field))
+    if path:
+        return read(path), path
     # Here data.test is unset, so the engine took the test set from splitting data.train (whether
     # or not data.valid was given); without that file there is nothing to reproduce.
     if not d.train or not os.path.isfile(d.train):
         return None
-    from llmgan.data import encode_corpus, load_texts, split_texts
-
-    texts = list(load_texts(d.train, field=d.field))
     total = sum(d.split)
-    _, _, test_texts = split_texts(texts, [x / total for x in d.split], seed=run.cfg.seed)
+    _, _, test_texts = split_texts(read(d.train), [x / total for x in d.split], seed=run.cfg.seed)
     if not test_texts:
         return None
-    return encode_corpus(test_texts, run.tokenizer, run.max_len, overflow="truncate", source=f"{d.train} (test split)")
+    return list(test_texts), f"{d.train} (test split)"
 
 
-def _token_strings(run, tokens: torch.Tensor, lengths: torch.Tensor) -> list[list[str]]:
-    """Sequences as lists of token strings (specials removed) for the text metrics."""
+def held_out_corpus(run, data: str | None = None) -> EncodedCorpus | None:
+    """The run's held-out real data (:func:`held_out_texts`), encoded with the run's tokenizer and
+    length limit (unconditional runs; ``llmgan.data.conditional.held_out_pairs`` serves conditional ones)."""
+    from llmgan.data import encode_corpus
+
+    found = held_out_texts(run, data)
+    if found is None:
+        return None
+    texts, source = found
+    return encode_corpus(texts, run.tokenizer, run.max_len, overflow="truncate", source=source)
+
+
+def bleu_tokenizer_for(run, name: str | None = None) -> str:
+    """The :data:`llmgan.metrics.TEXT_TOKENIZERS` name a run's text metrics use: ``name`` if given,
+    else ``eval.bleu_tokenizer``; ``auto`` means char for char runs, whitespace for integer-id
+    (oracle) runs and nltk (Texygen's word tokenization) for everything else."""
+    from llmgan.errors import ConfigError
+    from llmgan.metrics import TEXT_TOKENIZERS
+
+    name = name or getattr(getattr(getattr(run, "cfg", None), "eval", None), "bleu_tokenizer", "auto")
+    if name == "auto":
+        kind = run.tokenizer.kind
+        return "char" if kind == "char" else "whitespace" if kind == "ids" else "nltk"
+    if name not in TEXT_TOKENIZERS:
+        raise ConfigError(f"bleu tokenizer {name!r}: expected auto or one of {', '.join(TEXT_TOKENIZERS)}")
+    return name
+
+
+def reference_tokens(run, data: str | None, mode: str, tokenizer: str, test: EncodedCorpus) -> list[list[str]]:
+    """BLEU references: ``raw`` = the held-out texts as written, tokenized like the samples;
+    ``vocab`` = the encoded held-out corpus ``test`` decoded back (OOV words read ``<unk>``, rows cut
+    to the run's max_len)."""
+    if mode == "vocab":
+        return _token_strings(run, test.tokens, test.lengths, tokenizer)
+    from llmgan.metrics import tokenize_lines
+
+    found = held_out_texts(run, data)
+    if found is None:  # cannot happen when `test` exists: both come from the same source
+        raise RuntimeError("held-out texts vanished between encoding and scoring")
+    return tokenize_lines(found[0], tokenizer)
+
+
+def ban_token_ids(tokenizer, tokens: list[str] | None, what: str = "eval.ban_tokens") -> torch.Tensor | None:
+    """Token strings -> a 1-D id tensor for ``Generator.sample(ban_ids=...)`` (None when empty).
+
+    A token is a vocabulary entry as the tokenizer spells it (``<unk>``, a word, a character, a BPE
+    piece; an integer for ``ids`` runs). ConfigError for one that is not in the vocabulary, or for a
+    list that would leave nothing to sample.
+    """
+    from llmgan.errors import ConfigError
+
+    if not tokens:
+        return None
+    kind = tokenizer.kind
+    if kind == "ids":
+        lookup = {str(i): i for i in range(tokenizer.vocab_size)}
+    elif hasattr(tokenizer, "vocab"):  # word / char
+        lookup = {t: i for i, t in enumerate(tokenizer.vocab)}
+    else:  # bpe (tokenizers.Tokenizer) and hf (transformers) both expose get_vocab()
+        lookup = dict(tokenizer.hf.get_vocab())
+    ids = []
+    for t in tokens:
+        i = lookup.get(str(t))
+        if i is None:
+            raise ConfigError(f"{what}: {t!r} is not a token of this run's {kind} vocabulary")
+        ids.append(i)
+    ids = sorted(set(ids))
+    if len(ids) >= tokenizer.vocab_size:
+        raise ConfigError(f"{what}: bans every token of the vocabulary; nothing is left to sample")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _token_strings(run, tokens: torch.Tensor, lengths: torch.Tensor, tokenizer: str | None = None) -> list[list[str]]:
+    """Sequences as BLEU tokens for the text metrics: decoded without the specials, then split by
+    the ``tokenizer`` name (default :func:`bleu_tokenizer_for` the run), exactly as ``llmgan metrics``
+    splits the lines ``llmgan generate`` writes."""
+    from llmgan.metrics import tokenize_text
+
+    name = tokenizer or bleu_tokenizer_for(run)
     tok = run.tokenizer
     special = {i for i in (tok.pad_id, tok.bos_id, tok.eos_id) if i is not None and tok.kind != "ids"}
     out = []
     for row, n in zip(tokens.tolist(), lengths.tolist()):
         ids = [i for i in row[:n] if i not in special]
-        if tok.kind in ("word", "ids"):
-            out.append(tok.decode(ids).split())
-        else:  # char/bpe: score at the character/word level of the decoded text
-            text = tok.decode(ids)
-            # char runs are scored per character; whitespace is layout, not a token (e.g. the poems
-            # corpus separates every character by a space), so it never counts as a BLEU match
-            out.append([c for c in text if not c.isspace()] if tok.kind == "char" else text.split())
+        out.append(tokenize_text(tok.decode(ids), name))
     return out
