@@ -11,7 +11,6 @@ distinct-n of fresh samples (collapse shows up there first) and the time split b
 
 from __future__ import annotations
 
-import copy
 import time
 
 import torch
@@ -37,7 +36,7 @@ def build_adversarial(tr) -> None:
                                   tr.cfg.train.weight_decay, tr.cfg.train.betas)
     tr.reference = None
     if getattr(tr.algorithm, "needs_reference", False):
-        tr.reference = copy.deepcopy(tr.generator).requires_grad_(False).eval()
+        tr.reference = tr.generator.frozen_reference()
     tr.reference_generator = lambda: tr.reference
     tr.gan_ctx = GANContext(tr)
     tr.algorithm.setup(tr.gan_ctx)
