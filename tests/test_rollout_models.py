@@ -312,3 +312,19 @@ def test_lora_snapshot_checkpoint_roundtrip_and_live_graph(tiny_hf, tmp_path):
     loss.backward()
     for k, w in zip(g.adapter_keys, want):
         torch.testing.assert_close(g.get_parameter(k).grad, w, msg=k)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_hf_greedy_sampling_equals_transformers_generate(arch, tiny_hf):
+    """The in-place cache decodes exactly what transformers' own generate() decodes (greedy)."""
+    g = hf_generator(tiny_hf[arch], sharpen=False)
+    torch.manual_seed(3)
+    prompt = torch.randint(4, g.vocab_size, (3, 3))
+    ours = g.sample(3, 20, prompt=prompt, temperature=0.0).tokens
+    inputs = torch.cat([prompt, torch.full((3, 1), g.bos_id)], 1)  # our convention: [prompt, BOS] -> response
+    with torch.no_grad():
+        theirs = g.model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs), do_sample=False,
+                                  max_new_tokens=20, eos_token_id=g.eos_id, pad_token_id=g.pad_id)[:, 4:]
+    theirs = torch.cat([theirs, torch.full((3, 20 - theirs.size(1)), g.pad_id)], 1)
+    assert torch.equal(ours, theirs), (ours, theirs)
+    assert int((ours != g.pad_id).sum()) >= 20  # long enough to cross several cache steps
