@@ -317,7 +317,7 @@ def test_lora_snapshot_checkpoint_roundtrip_and_live_graph(tiny_hf, tmp_path):
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_hf_greedy_sampling_equals_transformers_generate(arch, tiny_hf):
     """The in-place cache decodes exactly what transformers' own generate() decodes (greedy)."""
-    g = hf_generator(tiny_hf[arch], sharpen=False)
+    g = hf_generator(tiny_hf[arch])
     torch.manual_seed(3)
     prompt = torch.randint(4, g.vocab_size, (3, 3))
     ours = g.sample(3, 20, prompt=prompt, temperature=0.0).tokens
