@@ -24,26 +24,6 @@ from torch import Tensor
 from llmgan.models.base import Generator, State
 
 
-def _cat_states(a: State | None, b: State) -> State:
-    if a is None:
-        return b
-    flat_a, flat_b = [], []
-
-    def collect(x, out):
-        if isinstance(x, Tensor):
-            out.append(x)
-        elif isinstance(x, (list, tuple)):
-            for v in x:
-                collect(v, out)
-
-    collect(a.tensors, flat_a)
-    collect(b.tensors, flat_b)
-    merged = iter([torch.cat([x, y], dim=0) for x, y in zip(flat_a, flat_b)])
-    st = b.map(lambda _: next(merged))
-    extra = {k: torch.cat([a.extra[k], b.extra[k]], dim=0) for k in b.extra}
-    return State(st.tensors, b.pos, extra)
-
-
 @torch.no_grad()
 def rollout_completions(
     policy: Generator,
@@ -80,7 +60,7 @@ def rollout_completions(
         new_alive = torch.ones(B * k, dtype=torch.bool, device=tokens.device)
         if policy.eos_id is not None:  # a prefix that already ended needs no completion
             new_alive = ~(tokens[:, :s] == policy.eos_id).any(1).repeat_interleave(k)
-        active = _cat_states(active, new_state)
+        active = new_state if active is None else State.cat([active, new_state])
         active_tok = new_tok if active_tok is None else torch.cat([active_tok, new_tok])
         alive = torch.cat([alive, new_alive])
         nxt, _, active = policy._sample_next(active_tok, active, temperature, None, None, rng)

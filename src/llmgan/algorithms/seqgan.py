@@ -7,7 +7,6 @@ D update: the engine's default — fresh samples against real data, binary cross
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ class SeqGAN(Algorithm):
     Params = SeqGANParams
 
     def setup(self, ctx: GANContext) -> None:
-        self.rollout_policy = copy.deepcopy(ctx.generator).requires_grad_(False)
+        self.rollout_policy = ctx.generator.frozen_reference()
 
     def start(self, ctx: GANContext) -> None:
         self.rollout_policy.load_state_dict(ctx.generator.state_dict())
@@ -87,9 +86,18 @@ class SeqGAN(Algorithm):
 
     @torch.no_grad()
     def _update_rollout_policy(self, ctx: GANContext) -> None:
+        """SeqGAN copies the token embedding and smooths the recurrent/output weights.
+
+        The embedding is whatever the generator says it is (``embedding_parameters``, tied output
+        layer included), not a name match. Pairs go by state_dict key, so a LoRA view (whose
+        state_dict holds only the adapters) smooths exactly the weights that train.
+        """
         r = self.params.rollout_update_rate
-        for (name, q), p in zip(self.rollout_policy.named_parameters(), ctx.generator.parameters()):
-            if "embedding" in name:  # SeqGAN copies the embedding and smooths the recurrent/output weights
+        copy_keys = ctx.generator.embedding_parameter_names()
+        src = ctx.generator.state_dict()
+        for name, q in self.rollout_policy.state_dict().items():  # tensors share the policy's storage
+            p = src[name]
+            if name in copy_keys or not q.is_floating_point():
                 q.copy_(p)
             else:
                 q.mul_(r).add_(p, alpha=1 - r)

@@ -17,8 +17,10 @@ oracle BOS is token 0, an ordinary vocabulary entry, and there is no EOS.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -31,16 +33,21 @@ from llmgan.models.sampling import gumbel_softmax, sample_from_hidden
 
 @dataclass
 class State:
-    """Recurrent state or KV cache, every tensor batch-first, so it can be repeated and selected.
+    """Recurrent state or KV cache, every tensor batch-first, so it can be repeated, selected and concatenated.
 
     ``tensors`` may hold tensors or (nested) lists/tuples of them; ``pos`` counts the positions
     already consumed (for position embeddings); ``extra`` carries per-row tensors such as a key
-    padding mask (batch-first too).
+    padding mask (batch-first too) and row-independent python values (flags). ``cache`` is an
+    opaque handle a generator may keep to extend its own tensors in place on the next step (the
+    Hugging Face generator's preallocated KV buffers); every operation that builds new rows
+    (``map``, ``repeat``, ``select``, ``cat``) drops it, so a derived state gets its own storage and
+    the generator falls back to copying once.
     """
 
     tensors: tuple = ()
     pos: int = 0
     extra: dict = field(default_factory=dict)
+    cache: Any = None
 
     def map(self, fn: Callable[[Tensor], Tensor]) -> State:
         def rec(x):
@@ -61,6 +68,48 @@ class State:
 
     def detach(self) -> State:
         return self.map(lambda t: t.detach())
+
+    @classmethod
+    def cat(cls, states: Sequence[State]) -> State:
+        """The rows of ``states`` stacked in order: one state of sum(batch) rows (Monte-Carlo rollouts
+        grow their batch this way).
+
+        Every state must come from the same generator at the same position (``pos``), so that their
+        structures match leaf by leaf: tensors are concatenated along dim 0, in ``tensors`` and in
+        ``extra`` alike; a python bool in ``extra`` is a flag over rows ("some row has padding") and
+        is OR-ed; any other python value must be equal in all states. Raises ValueError otherwise.
+        """
+        states = list(states)
+        if not states:
+            raise ValueError("State.cat: no states")
+        if len(states) == 1:
+            return states[0].map(lambda t: t)  # a fresh State (no shared cache handle), like the general case
+        pos = states[0].pos
+        if any(s.pos != pos for s in states):
+            raise ValueError(f"State.cat: states at different positions {[s.pos for s in states]}")
+
+        def rec(xs: list, where: str):
+            x0 = xs[0]
+            if isinstance(x0, Tensor):
+                if not all(isinstance(x, Tensor) for x in xs):
+                    raise ValueError(f"State.cat: {where} is a tensor in some states only")
+                return torch.cat(xs, dim=0)
+            if isinstance(x0, (list, tuple)):
+                if not all(type(x) is type(x0) and len(x) == len(x0) for x in xs):
+                    raise ValueError(f"State.cat: {where} has a different structure across states")
+                return type(x0)(rec([x[i] for x in xs], f"{where}[{i}]") for i in range(len(x0)))
+            if isinstance(x0, bool):
+                return any(bool(x) for x in xs)
+            if any(x != x0 for x in xs[1:]):
+                raise ValueError(f"State.cat: {where} differs across states ({x0!r} vs others)")
+            return x0
+
+        keys = list(states[0].extra)
+        if any(list(s.extra) != keys for s in states):
+            raise ValueError("State.cat: states carry different extra entries")
+        tensors = rec([s.tensors for s in states], "tensors")
+        extra = {k: rec([s.extra[k] for s in states], f"extra[{k!r}]") for k in keys}
+        return cls(tensors, pos, extra)
 
 
 @dataclass
@@ -131,6 +180,34 @@ class Generator(nn.Module):
 
     def forward_hidden(self, inputs: Tensor, state: State) -> tuple[Tensor, State]:
         raise NotImplementedError
+
+    # --- hooks with defaults -------------------------------------------------------------------
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The token embedding's parameters (an output layer tied to it is the same Parameter object).
+
+        SeqGAN's delayed rollout policy copies these and smooths everything else, so the rule must
+        not depend on parameter names. Default: the ``embedding`` module of our LSTM, LeakGAN and
+        RMC generators; generators that call it something else (GPT, Hugging Face) override this.
+        """
+        emb = getattr(self, "embedding", None)
+        if not isinstance(emb, nn.Module):
+            raise NotImplementedError(f"{type(self).__name__}: say which parameters are the token embedding")
+        return list(emb.parameters())
+
+    def embedding_parameter_names(self) -> set[str]:
+        """Names (as in ``state_dict()``) of the token embedding, tied aliases included."""
+        ids = {id(p) for p in self.embedding_parameters()}
+        return {n for n, p in self.named_parameters(remove_duplicate=False) if id(p) in ids}
+
+    def frozen_reference(self) -> Generator:
+        """A frozen generator (no gradients, eval mode) to hold a snapshot of this one's weights: the
+        KL reference, SPIN's opponent, SeqGAN's rollout policy. Callers refresh it with
+        ``ref.load_state_dict(generator.state_dict())`` and checkpoint ``ref.state_dict()``.
+
+        Default: a deep copy. Generators whose trainable part is small (Hugging Face + LoRA) return a
+        view that shares the frozen weights and copies only the trainable ones.
+        """
+        return copy.deepcopy(self).requires_grad_(False).eval()
 
     # --- shared machinery ---------------------------------------------------------------------
     @property

@@ -8,13 +8,22 @@ work unchanged and the (B, T, V) logits are never materialized for MLE.
 KV cache as a :class:`~llmgan.models.base.State`:
 
 * ``tensors``: one ``(k, v)`` pair per layer, each (B, kv_heads, S, head_dim) -- batch-first, so
-  ``State.repeat`` / ``State.select`` (Monte-Carlo rollouts) work as for our own GPT. Every call
-  wraps them in a fresh ``transformers.DynamicCache`` (``ddp_cache_data=``), whose ``update`` concatenates
-  into NEW tensors: the tensors of an old State are never modified, so a state can be reused for many
-  rollouts.
+  ``State.repeat`` / ``State.select`` / ``State.cat`` (Monte-Carlo rollouts, group sampling) work as
+  for our own GPT. Every call hands them to a ``transformers.DynamicCache`` whose full-attention layers
+  are :class:`_InPlaceLayer`: without autograd (sampling, rollouts) a step writes its keys/values into
+  a preallocated buffer that grows by a factor (``State.cache`` holds the buffers), so each cached
+  position is copied O(1) times instead of once per later step. A buffer is only extended by the
+  state at its end; any other state (an older one reused for several continuations, a repeated or
+  selected one) copies into a new buffer, so the tensors of an old State are never modified.
+  With autograd on, steps concatenate into new tensors (writing into storage that earlier steps'
+  backward still reads would break it, e.g. Gumbel-softmax sampling).
 * ``extra["attn"]`` (B, S) long: HF's attention mask over the cached positions (0 on left padding);
 * ``extra["offset"]`` (B,) long: left-padding tokens per row. Position ids are ``cache index - offset``,
   so a left-padded prompt yields exactly the distribution of the same prompt unpadded.
+
+With LoRA, :meth:`HFCausalLMGenerator.frozen_reference` (the KL reference, SPIN's opponent, SeqGAN's
+rollout policy) is a :class:`LoRASnapshot`: the generator's own frozen base weights plus a copy of
+the adapter weights only, so it costs the adapters' memory, not a second model.
 
 Options (``generator.kwargs``): ``dtype`` (``float32`` | ``bfloat16`` | ``float16`` | ``auto``),
 ``bf16_autocast`` (``auto``: on CUDA devices that support bf16), ``lora: {r, alpha, dropout,
@@ -32,7 +41,8 @@ each row is decoded to text with the run's tokenizer and re-encoded with the dis
 from __future__ import annotations
 
 import inspect
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -118,6 +128,106 @@ def _autocast_ctx(setting: Any, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if on else nullcontext()
 
 
+# Buffers grow to this factor times the needed length: each cached position is copied O(1) times.
+_KV_GROWTH = 1.5
+_KV_MIN_CAPACITY = 16
+IN_PLACE_KV = True  # False: always concatenate (the pre-buffer behaviour; tests compare the two)
+
+
+class _KVBuffer:
+    """One layer's preallocated keys and values (B, heads, capacity, head_dim), filled up to ``used``."""
+
+    def __init__(self, keys: Tensor, values: Tensor, capacity: int):
+        B, H, S, _ = keys.shape
+        self.k = keys.new_empty(B, H, capacity, keys.size(-1))
+        self.v = values.new_empty(B, values.size(1), capacity, values.size(-1))
+        self.k[:, :, :S] = keys
+        self.v[:, :, :S] = values
+        self.used = S
+        self.copied = keys.numel() + values.numel()  # elements copied into this buffer (tests count them)
+
+    def extends(self, keys: Tensor, new: Tensor) -> bool:
+        """Whether ``keys`` are this buffer's filled part (the state at its end) and ``new`` fits."""
+        return (
+            keys.size(-2) == self.used
+            and keys.data_ptr() == self.k.data_ptr()
+            and keys.size(0) == self.k.size(0)
+            and new.dtype == self.k.dtype
+            and self.used + new.size(-2) <= self.k.size(2)
+        )
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        S, T = self.used, k.size(-2)
+        self.k[:, :, S : S + T] = k
+        self.v[:, :, S : S + T] = v
+        self.used = S + T
+        self.copied += k.numel() + v.numel()
+        return self.k[:, :, : S + T], self.v[:, :, : S + T]
+
+
+def _in_place_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class _InPlaceLayer(DynamicLayer):
+        """A ``DynamicLayer`` that, without autograd, appends into a :class:`_KVBuffer` (see the module doc)."""
+
+        def __init__(self, keys: Tensor | None = None, values: Tensor | None = None, buffer: _KVBuffer | None = None):
+            super().__init__()
+            self.buffer = buffer
+            if keys is not None and values is not None and keys.size(-2) > 0:
+                self.device = keys.device
+                self.keys, self.values = keys, values
+                self.is_initialized = True
+
+        def update(self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+            if not self.is_initialized or self.keys.size(-2) == 0:  # first chunk: keep it as it is, no copy
+                self.device = key_states.device
+                self.keys, self.values = key_states, value_states
+                self.is_initialized = True
+                return self.keys, self.values
+            grad = torch.is_grad_enabled() and (key_states.requires_grad or self.keys.requires_grad)
+            if not IN_PLACE_KV or grad:
+                self.buffer = None
+                self.keys = torch.cat([self.keys, key_states], dim=-2)
+                self.values = torch.cat([self.values, value_states], dim=-2)
+                return self.keys, self.values
+            buf = self.buffer
+            if buf is None or not buf.extends(self.keys, key_states):
+                need = self.keys.size(-2) + key_states.size(-2)
+                buf = _KVBuffer(self.keys, self.values, max(_KV_MIN_CAPACITY, int(need * _KV_GROWTH)))
+            self.buffer = buf
+            self.keys, self.values = buf.append(key_states, value_states)
+            return self.keys, self.values
+
+    return _InPlaceLayer
+
+
+_IN_PLACE_LAYER: Any = None
+
+
+def _make_cache(config: Any, tensors: tuple, buffers: tuple | None) -> Any:
+    """A DynamicCache holding a State's per-layer (k, v) (none: empty); full-attention layers extend in place."""
+    global _IN_PLACE_LAYER
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    if _IN_PLACE_LAYER is None:
+        _IN_PLACE_LAYER = _in_place_layer_class()
+    layer_cls = _IN_PLACE_LAYER
+    cache = DynamicCache(config=config)
+    if not cache.layers:  # the config names no layer types: full attention everywhere, layers added lazily
+        cache.layer_class_to_replicate = layer_cls
+        cache.layers = [layer_cls() for _ in tensors]
+    for i, layer in enumerate(cache.layers):
+        kv = tensors[i] if i < len(tensors) else (None, None)
+        buf = buffers[i] if buffers is not None and i < len(buffers) else None
+        if type(layer) in (DynamicLayer, layer_cls):
+            cache.layers[i] = layer_cls(kv[0], kv[1], buf)
+        elif kv[0] is not None:  # sliding-window and other layer kinds: refilled by their own update (a copy)
+            layer.update(kv[0], kv[1])
+    return cache
+
+
 class HFCausalLMGenerator(Generator):
     """A ``transformers`` causal LM behind the :class:`~llmgan.models.base.Generator` interface."""
 
@@ -154,11 +264,23 @@ class HFCausalLMGenerator(Generator):
         # Plain tuple: keeps references without registering the modules twice in state_dict().
         self._refs = (hf, backbone)
         self._cache_arg = _cache_kwarg(backbone)
+        # What peft left trainable (the adapters): all a frozen snapshot needs to copy.
+        self.adapter_keys = [n for n, p in self.named_parameters() if p.requires_grad] if lora else []
 
     # lm_head is the model's own output layer (tied to the input embedding for GPT-2), not a copy.
     @property
     def lm_head(self) -> nn.Linear:  # type: ignore[override]
         return self._refs[0].get_output_embeddings()
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """``get_input_embeddings()`` (``wte`` / ``embed_tokens``; the tied output layer is the same Parameter)."""
+        return list(self._refs[0].get_input_embeddings().parameters())
+
+    def frozen_reference(self) -> Generator:
+        """With LoRA, a :class:`LoRASnapshot` (shared frozen base, own copy of the adapters); else a deep copy."""
+        if self.adapter_keys:
+            return LoRASnapshot(self)
+        return super().frozen_reference()
 
     # --- Generator interface ------------------------------------------------------------------
     def embed(self, x: Tensor) -> Tensor:
@@ -186,8 +308,6 @@ class HFCausalLMGenerator(Generator):
 
     # --- internals ----------------------------------------------------------------------------
     def _forward(self, inputs: Tensor, state: State, new_real: Tensor | None) -> tuple[Tensor, State]:
-        from transformers import DynamicCache
-
         B, T = inputs.shape[:2]
         dev = inputs.device
         S0 = state.pos
@@ -195,11 +315,7 @@ class HFCausalLMGenerator(Generator):
         attn = torch.cat([state.extra["attn"], real], dim=1)  # (B, S0 + T)
         pos = (S0 + torch.arange(T, device=dev))[None, :] - state.extra["offset"][:, None]
         pos = pos.clamp(min=0)  # padding positions clamp to 0; they are masked anyway
-        cache = (
-            DynamicCache(ddp_cache_data=list(state.tensors), config=self.config)
-            if S0 > 0
-            else DynamicCache(config=self.config)
-        )
+        cache = _make_cache(self.config, tuple(state.tensors) if S0 > 0 else (), state.cache if S0 > 0 else None)
         with _autocast_ctx(self.bf16_autocast, dev):
             out = self._refs[1](
                 inputs_embeds=self.embed(inputs),
@@ -216,9 +332,91 @@ class HFCausalLMGenerator(Generator):
                 f"hf:{self.path}: its cache has no per-layer keys/values (a recurrent/hybrid model?); "
                 "only attention KV caches are supported"
             ) from None
+        buffers = tuple(getattr(layer, "buffer", None) for layer in new_cache.layers)
         extra = dict(state.extra)
         extra["attn"] = attn
-        return out.last_hidden_state, State(tensors, S0 + T, extra)
+        return out.last_hidden_state, State(tensors, S0 + T, extra, cache=buffers)
+
+
+class LoRASnapshot(Generator):
+    """A frozen snapshot of a LoRA :class:`HFCausalLMGenerator` that shares the generator's base weights.
+
+    LoRA keeps the base weights frozen, so a snapshot only needs its own copy of the adapter weights
+    (buffers here). Each call runs the generator itself with those copies swapped in for its adapters
+    (the live Parameter objects are put back afterwards, untouched, so a graph being built on them
+    is unaffected) and in eval mode (no LoRA dropout). Before any update of the adapters (B = 0) it
+    computes exactly the base model, what ``disable_adapter()`` gives; unlike that, it can also hold
+    the post-SFT generator (GAD's reference) and follow refreshes (SPIN's opponent, SeqGAN's rollout
+    policy).
+
+    ``state_dict()`` holds the adapter copies only, under the generator's own key names, so a
+    checkpoint stores no second base model; ``load_state_dict`` takes the generator's full state
+    dict (refresh) or a saved snapshot (resume).
+    """
+
+    def __init__(self, generator: HFCausalLMGenerator):
+        nn.Module.__init__(self)
+        self._gen = (generator,)  # plain tuple: the base weights belong to the generator, not to this module
+        self.vocab_size, self.bos_id = generator.vocab_size, generator.bos_id
+        self.eos_id, self.pad_id = generator.eos_id, generator.pad_id
+        self._keys = list(generator.adapter_keys)
+        self._slots = []
+        for i, key in enumerate(self._keys):
+            module_path, _, attr = key.rpartition(".")
+            self._slots.append((generator.get_submodule(module_path), attr))
+            self.register_buffer(f"adapter{i}", generator.get_parameter(key).detach().clone())
+        self.eval()
+
+    @property
+    def lm_head(self) -> nn.Linear:  # type: ignore[override]
+        return self._gen[0].lm_head
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return self._gen[0].embedding_parameters()
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:  # type: ignore[override]
+        return {key: getattr(self, f"adapter{i}") for i, key in enumerate(self._keys)}
+
+    @torch.no_grad()
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
+        missing = [k for k in self._keys if k not in state_dict]
+        if missing and strict:
+            raise KeyError(f"LoRA snapshot: missing adapter weight {missing[0]!r}")
+        for i, key in enumerate(self._keys):
+            if key in state_dict:
+                getattr(self, f"adapter{i}").copy_(state_dict[key])
+        return nn.modules.module._IncompatibleKeys(missing, [])
+
+    @contextmanager
+    def _swapped(self) -> Iterator[HFCausalLMGenerator]:
+        gen = self._gen[0]
+        was = gen.training
+        live = [mod._parameters[attr] for mod, attr in self._slots]
+        try:
+            for i, (mod, attr) in enumerate(self._slots):
+                mod._parameters[attr] = getattr(self, f"adapter{i}")
+            gen.eval()
+            yield gen
+        finally:
+            for (mod, attr), p in zip(self._slots, live):
+                mod._parameters[attr] = p
+            gen.train(was)
+
+    def embed(self, x: Tensor) -> Tensor:
+        with self._swapped() as g:
+            return g.embed(x)
+
+    def init_state(self, batch: int, prompt: Tensor | None = None, z: Tensor | None = None) -> State:
+        with self._swapped() as g:
+            return g.init_state(batch, prompt=prompt, z=z)
+
+    def forward_hidden(self, inputs: Tensor, state: State) -> tuple[Tensor, State]:
+        with self._swapped() as g:
+            return g.forward_hidden(inputs, state)
+
+    def step_hidden(self, token: Tensor, state: State) -> tuple[Tensor, State]:
+        with self._swapped() as g:
+            return g.step_hidden(token, state)
 
 
 class HFDiscriminator(Discriminator):

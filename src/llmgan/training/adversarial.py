@@ -11,7 +11,6 @@ distinct-n of fresh samples (collapse shows up there first) and the time split b
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import TYPE_CHECKING
 
@@ -50,7 +49,7 @@ class AdversarialSetup:
         self.g_opt = make_optimizer(tr.generator.parameters(), t.optimizer, a.g_lr, t.weight_decay, t.betas)
         self.reference: torch.nn.Module | None = None
         if self.algorithm.needs_reference:
-            self.reference = copy.deepcopy(tr.generator).requires_grad_(False).eval()
+            self.reference = tr.generator.frozen_reference()
         self.ctx = GANContext(
             generator=tr.generator,
             discriminator=self.discriminator,

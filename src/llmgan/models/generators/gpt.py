@@ -10,14 +10,14 @@ a final LayerNorm and ``lm_head`` (tied to the token embedding by default).
 KV cache (``State``):
 
 * ``tensors``: one ``(k, v)`` pair per layer, each (B, n_heads, T_so_far, head_dim), batch-first
-  so ``State.repeat`` / ``State.select`` work unchanged (Monte-Carlo rollouts, beam-like reuse);
+  so ``State.repeat`` / ``State.select`` / ``State.cat`` work unchanged (Monte-Carlo rollouts, group sampling);
 * ``pos``: number of cached positions (T_so_far), padding included;
 * ``extra["key_mask"]`` (B, T_so_far) bool: False on left-padding keys, which nobody attends to;
 * ``extra["offset"]`` (B,) long: number of left-padding tokens of each row. A row's position ids
   are ``cache index - offset``, so its first real token is at position 0 whatever the padding:
   a left-padded prompt gives exactly the distribution of the same prompt unpadded;
 * ``extra["has_pad"]`` (python bool): whether any row has padding (else the cheaper mask-free
-  attention paths are used);
+  attention paths are used); ``State.cat`` ORs it;
 * ``extra["z"]`` (B, d_model), only with a latent code: see below.
 
 Latent code: with ``latent_dim > 0``, ``init_state(z=...)`` projects z (B, latent_dim) with a
@@ -163,6 +163,10 @@ class GPTGenerator(Generator):
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, 0.0, 0.02)
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The token embedding (``lm_head.weight`` is the same Parameter when tied); not the position table."""
+        return [self.tok_emb.weight]
 
     # --- Generator interface ------------------------------------------------------------------
     def embed(self, x: Tensor) -> Tensor:
