@@ -72,6 +72,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast with a grad scaler, CUDA only)
     progress: bool = True  # a progress bar with live loss and tokens/second
     init_from: str | None = None  # a run directory whose latest generator (and tokenizer) start this run
+    # torchrun only: shard an hf: generator's parameters, gradients and Adam state over the ranks (FSDP2
+    # fully_shard per transformer block), for models that do not fit one device; MLE/SFT runs only
+    fsdp: bool = False
 
 
 @dataclass
@@ -299,6 +302,13 @@ def validate(cfg: RunConfig) -> None:
         t.lr_schedule in ("constant", "cosine", "linear"),
         f"train.lr_schedule: expected constant|cosine|linear, got {t.lr_schedule!r}",
     )
+    if t.fsdp:
+        _require(cfg.generator.name.startswith("hf:"),
+                 f"train.fsdp: shards Hugging Face generators (generator.name: hf:...), got {cfg.generator.name!r}; "
+                 "smaller models train with plain data parallelism (DDP)")
+        _require(not cfg.adversarial.algorithm,
+                 "train.fsdp: MLE/SFT runs only; adversarial training keeps full copies of G (reference, rollout "
+                 "policy) that a sharded generator cannot provide yet -- train with DDP (train.fsdp: false)")
     _require(t.precision in ("fp32", "bf16", "fp16"), f"train.precision: expected fp32|bf16|fp16, got {t.precision!r}")
     _require(t.eval_every >= 1, f"train.eval_every: expected >= 1, got {t.eval_every}")
     _require(t.checkpoint_every >= 1, f"train.checkpoint_every: expected >= 1, got {t.checkpoint_every}")

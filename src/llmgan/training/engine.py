@@ -81,12 +81,20 @@ class Trainer:
         if cfg.train.init_from and latest is None:
             self._init_from(cfg.train.init_from)
         t = cfg.train
+        # FSDP2 (train.fsdp): G's parameters, gradients and Adam moments are sharded over the ranks
+        self.sharded = bool(t.fsdp)
+        if self.sharded:
+            n_blocks = dist_utils.shard_generator(self.generator)
+            info(f"train.fsdp: generator sharded over {self.world} ranks ({n_blocks} blocks)")
         self.g_opt = make_optimizer(self.generator.parameters(), t.optimizer, t.lr, t.weight_decay, t.betas)
         steps_per_epoch = math.ceil(len(self.data.train) / (t.batch_size * self.world))
         total = t.max_steps if t.max_steps is not None else t.epochs * steps_per_epoch
         self.g_sched = torch.optim.lr_scheduler.LambdaLR(self.g_opt, lr_lambda(t.lr_schedule, t.warmup_steps, total))
         # sampling RNG for evaluation and adversarial samples: per rank, checkpointed
-        self.sample_rng = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + 17 + self.rank)
+        # a sharded G gathers its weights inside every forward, a collective: all ranks must then sample
+        # the same sequences (same stream), so that every sampling loop runs the same number of steps
+        sample_rank = 0 if self.sharded else self.rank
+        self.sample_rng = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + 17 + sample_rank)
         self.data_rng = torch.Generator().manual_seed(cfg.seed * 1013 + 29 + self.rank)
         self.logger = MetricsLogger(self.run_dir)
         self.state = {
@@ -102,7 +110,8 @@ class Trainer:
         }
         # data parallelism: DDP engines over G (and D), built once; the modules stay the plain ones
         self.data_parallel = dist_utils.DataParallel(self.world > 1)
-        self.data_parallel.add(self.generator)
+        if not self.sharded:  # FSDP reduce-scatters the sharded G's gradients itself
+            self.data_parallel.add(self.generator)
         self.adversarial: AdversarialSetup | None = None
         if cfg.adversarial.algorithm:
             self.adversarial = AdversarialSetup(self)
@@ -147,10 +156,15 @@ class Trainer:
         self.state["sched"] = self.g_sched.state_dict()
         if self.adversarial is not None:
             self.state["algorithm"] = self.adversarial.algorithm.state_dict()
+        models, optimizers = self.models(), self.optimizers()
+        if self.sharded:  # gathered on every rank (a collective), written by rank 0 in the unsharded layout
+            models["generator"] = dist_utils.StateSnapshot(dist_utils.FullModelState(self.generator).state_dict())
+            optimizers["generator"] = dist_utils.StateSnapshot(
+                dist_utils.FullOptimizerState(self.generator, self.g_opt).state_dict())
         path = self.checkpointer.save(
             self.global_step,
-            self.models(),
-            self.optimizers(),
+            models,
+            optimizers,
             dict(self.state),
             generators={"sample": self.sample_rng, "data": self.data_rng},
         )
@@ -158,9 +172,11 @@ class Trainer:
             self.latest_checkpoint = path
 
     def _load(self, path: str) -> dict:
-        state = Checkpointer.load(
-            path, self.models(), self.optimizers(), generators={"sample": self.sample_rng, "data": self.data_rng}
-        )
+        models, optimizers = self.models(), self.optimizers()
+        if self.sharded:  # every rank reads the full tensors and keeps its own shards
+            models["generator"] = dist_utils.FullModelState(self.generator)
+            optimizers["generator"] = dist_utils.FullOptimizerState(self.generator, self.g_opt)
+        state = Checkpointer.load(path, models, optimizers, generators={"sample": self.sample_rng, "data": self.data_rng})
         if "sched" in state:
             self.g_sched.load_state_dict(state["sched"])
         if self.adversarial is not None and "algorithm" in state:
@@ -322,7 +338,8 @@ class Trainer:
             if epoch_done:
                 self.state["epoch"] = epoch + 1
                 self.state["batch"] = 0
-                dist_utils.assert_in_sync({"generator": self.generator}, f"MLE epoch {epoch + 1}")
+                if not self.sharded:  # shards differ by design; FSDP keeps them consistent
+                    dist_utils.assert_in_sync({"generator": self.generator}, f"MLE epoch {epoch + 1}")
             finished = epoch + 1 >= t.epochs or (t.max_steps is not None and self.state["mle_step"] >= t.max_steps)
             if epoch_done and ((epoch + 1) % t.eval_every == 0 or finished):
                 metrics = self.evaluate()
