@@ -140,11 +140,12 @@ class GANContext:
 
         self._t.check_finite(loss, f"{self.cfg.algorithm} loss")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self._t.scaler.backward(loss, opt)  # fp16: scaled (llmgan.training.precision); else loss.backward()
         dist_utils.all_reduce_gradients(module)
+        self._t.scaler.unscale_(opt)
         if clip:
             torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-        opt.step()
+        self._t.scaler.step(opt)
         return float(loss.detach())
 
     def update_generator(self, loss: Tensor) -> float:

@@ -18,7 +18,6 @@ import os
 import random
 import signal
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -31,6 +30,7 @@ from llmgan.training.checkpoint import Checkpointer
 from llmgan.training.data_setup import RunData, prepare_data, write_ids
 from llmgan.training.evaluation import evaluate_generator
 from llmgan.training.logging import MetricsLogger, info
+from llmgan.training.precision import LossScaler, autocast_context, resolve_precision
 
 
 def seed_everything(seed: int) -> None:
@@ -89,6 +89,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = dist_utils.resolve_device(cfg.device)
         dist_utils.maybe_init(self.device)
+        self.precision = resolve_precision(cfg.train.precision, self.device)  # bf16 -> fp32 where unsupported
+        self.scaler = LossScaler(self.precision, self.device)  # fp16 loss scaling; plain backward otherwise
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
         seed_everything(cfg.seed)
         os.makedirs(self.run_dir, exist_ok=True)
@@ -169,6 +171,7 @@ class Trainer:
 
     def save(self) -> None:
         self.state["sched"] = self.g_sched.state_dict()
+        self.state["loss_scale"] = self.scaler.state_dict(self.optimizers())
         if self.algorithm is not None:
             self.state["algorithm"] = self.algorithm.state_dict()
         path = self.checkpointer.save(
@@ -187,16 +190,13 @@ class Trainer:
         )
         if "sched" in state:
             self.g_sched.load_state_dict(state["sched"])
+        self.scaler.load_state_dict(state.get("loss_scale", {}), self.optimizers())
         if self.algorithm is not None and "algorithm" in state:
             self.algorithm.load_state_dict(state["algorithm"], self.device)
         return state
 
     def autocast(self):
-        p = self.cfg.train.precision
-        if p == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if p == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast_context(self.precision, self.device)
 
     def check_finite(self, value: torch.Tensor | float, what: str) -> None:
         v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
@@ -291,11 +291,12 @@ class Trainer:
                     loss = g.weighted_nll(tokens, mask.float() / n_tok, prompt=prompt)
                 self.check_finite(loss, "MLE loss")
                 self.g_opt.zero_grad(set_to_none=True)
-                loss.backward()
+                self.scaler.backward(loss, self.g_opt)
                 dist_utils.all_reduce_gradients(g)
+                self.scaler.unscale_(self.g_opt)
                 if t.grad_clip:
                     torch.nn.utils.clip_grad_norm_(g.parameters(), t.grad_clip)
-                self.g_opt.step()
+                self.scaler.step(self.g_opt)
                 self.g_sched.step()
                 self.state["batch"] = b + 1
                 self.state["mle_step"] += 1
