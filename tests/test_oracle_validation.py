@@ -26,6 +26,11 @@ def test_oracle_run_samples_a_validation_set_apart_from_test_and_train(tmp_path)
     assert not set(valid) & set(test) and not set(valid) & set(train)  # disjoint (20 tokens of a 5000-word oracle)
     assert data.valid.tokens.tolist() != data.test.tokens.tolist() and len(data.valid) == 32
     assert [" ".join(map(str, r[:n])) for r, n in zip(data.valid.tokens.tolist(), data.valid.lengths.tolist())] == valid
+    # as many validation as training samples: still disjoint (a validation stream that replayed the training
+    # stream, e.g. seed + 2**32 on the 32-bit CPU generator, gives the training set back row for row)
+    same = tmp_path / "same"
+    prepare_data(load_config(None, [*ORACLE, "data.oracle_valid_samples=64"]), str(same))
+    assert not set(_rows(same / "data" / "valid.txt")) & set(_rows(same / "data" / "train.txt"))
     # the validation stream is its own: the same seed draws the same set again, and changing the validation
     # sample leaves train and test exactly as before (published oracle benchmarks keep their data)
     again, other = tmp_path / "again", tmp_path / "other"

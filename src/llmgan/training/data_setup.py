@@ -13,6 +13,7 @@ training file is given without ``data.test``), so early stopping never selects o
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -77,9 +78,14 @@ def _oracle_corpora(cfg: RunConfig, run_dir: str, oracle: Generator, tokenizer: 
     return train_path, test_path
 
 
-# Seed offsets of the held-out samples drawn separately from train/test: beyond every 32-bit run seed, so a
-# run's validation stream is never another run's training stream.
-_HELD_OUT_STREAMS = {"valid": 2**32, "test": 2**33}
+def held_out_seed(seed: int, name: str) -> int:
+    """The seed of a held-out oracle sample drawn apart from train/test: a 32-bit hash of (seed, name).
+
+    Why a hash and not ``seed + offset``: the CPU generator (mt19937) keeps only the low 32 bits of a seed, so
+    ``seed + 2**32`` would replay the training stream exactly. Never equal to the run's own seed.
+    """
+    h = int.from_bytes(hashlib.sha256(f"llmgan-oracle-{name}-{seed}".encode()).digest()[:4], "little")
+    return h ^ 1 if h == seed % 2**32 else h
 
 
 def _oracle_held_out(cfg: RunConfig, run_dir: str, oracle: Generator, name: str) -> str:
@@ -88,7 +94,7 @@ def _oracle_held_out(cfg: RunConfig, run_dir: str, oracle: Generator, name: str)
     path = os.path.join(run_dir, "data", f"{name}.txt")
     if not os.path.isfile(path):
         n = d.oracle_valid_samples if name == "valid" and d.oracle_valid_samples is not None else d.oracle_test_samples
-        g = torch.Generator().manual_seed(cfg.seed + _HELD_OUT_STREAMS[name])
+        g = torch.Generator().manual_seed(held_out_seed(cfg.seed, name))
         write_ids(path, oracle.sample(n, d.seq_len, generator=g).tokens)
         info(f"sampled {n} {name} sequences from the oracle into {path}")
     return path
