@@ -9,8 +9,8 @@ What is asserted about quality, honestly: the MLE phase (3 epochs of 256 oracle 
 same generator untrained, measured here on the same number of samples, by 0.5 nats (it does by ~0.9;
 uniform tokens score ~11.4 and an untrained LSTM ~11.2). Two shrunk adversarial rounds against a
 barely trained D are not expected to improve on that: the final oracle NLL is only required to be
-finite and within 2 nats of where the adversarial phase started (a sanity bound that a blow-up fails;
-the learning direction of each algorithm is a separate, targeted test).
+finite and within 2 nats of where the adversarial phase started: a sanity bound that a blow-up fails,
+which cannot show whether an algorithm learns in the right direction (that needs a targeted test).
 """
 
 from __future__ import annotations
