@@ -153,8 +153,9 @@ def shard_generator(generator: nn.Module) -> int:
     unit Hugging Face itself never splits. Each rank then holds 1/world of every parameter, gradient and
     Adam moment; a block's weights are gathered only while it runs. Returns the number of blocks sharded.
     """
-    from llmgan.errors import ConfigError
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    from llmgan.errors import ConfigError
 
     if world_size() <= 1:
         raise ConfigError("train.fsdp: needs torchrun with 2 or more processes (WORLD_SIZE is 1)")

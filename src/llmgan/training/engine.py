@@ -18,7 +18,6 @@ import os
 import random
 import signal
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -38,6 +37,7 @@ from llmgan.training.data_setup import prepare_data, write_ids
 from llmgan.training.evaluation import ban_token_ids, evaluate_generator
 from llmgan.training.logging import MetricsLogger, info
 from llmgan.training.optim import lr_lambda, make_optimizer
+from llmgan.training.precision import LossScaler, autocast_context, resolve_precision
 
 
 def seed_everything(seed: int) -> None:
@@ -66,6 +66,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = dist_utils.resolve_device(cfg.device)
         dist_utils.maybe_init(self.device)
+        self.precision = resolve_precision(cfg.train.precision, self.device)  # bf16 -> fp32 where unsupported
+        self.scaler = LossScaler(self.precision, self.device)  # fp16 loss scaling; plain backward otherwise
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
         seed_everything(cfg.seed)
         os.makedirs(self.run_dir, exist_ok=True)
@@ -154,6 +156,7 @@ class Trainer:
 
     def save(self) -> None:
         self.state["sched"] = self.g_sched.state_dict()
+        self.state["loss_scale"] = self.scaler.state_dict(self.optimizers())
         if self.adversarial is not None:
             self.state["algorithm"] = self.adversarial.algorithm.state_dict()
         models, optimizers = self.models(), self.optimizers()
@@ -176,19 +179,17 @@ class Trainer:
         if self.sharded:  # every rank reads the full tensors and keeps its own shards
             models["generator"] = dist_utils.FullModelState(self.generator)
             optimizers["generator"] = dist_utils.FullOptimizerState(self.generator, self.g_opt)
-        state = Checkpointer.load(path, models, optimizers, generators={"sample": self.sample_rng, "data": self.data_rng})
+        state = Checkpointer.load(path, models, optimizers,
+                                  generators={"sample": self.sample_rng, "data": self.data_rng})
         if "sched" in state:
             self.g_sched.load_state_dict(state["sched"])
+        self.scaler.load_state_dict(state.get("loss_scale", {}), self.optimizers())
         if self.adversarial is not None and "algorithm" in state:
             self.adversarial.algorithm.load_state_dict(state["algorithm"], self.device)
         return state
 
     def autocast(self):
-        p = self.cfg.train.precision
-        if p == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if p == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast_context(self.precision, self.device)
 
     def check_finite(self, value: Tensor | float, what: str) -> None:
         """Raise TrainingDiverged on EVERY rank when ``value`` is NaN/inf on ANY rank.
@@ -213,10 +214,12 @@ class Trainer:
         DDP's bucketed, overlapped gradient averaging under torchrun), gradient clipping, step."""
         self.check_finite(loss, what)
         opt.zero_grad(set_to_none=True)
-        self.data_parallel.prepare(module, loss).backward()
+        # fp16: the loss scaler (llmgan.training.precision) scales, unscales before clipping, skips overflows
+        self.scaler.backward(self.data_parallel.prepare(module, loss), opt)
+        self.scaler.unscale_(opt)
         if clip:
             torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-        opt.step()
+        self.scaler.step(opt)
         return float(loss.detach())
 
     def supervised_step(
