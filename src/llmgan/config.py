@@ -73,9 +73,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 autocast (fp32 + a warning if the device lacks bf16) | fp16 (CUDA, scaled)
     progress: bool = True  # a progress bar with live loss and tokens/second
     init_from: str | None = None  # a run directory whose latest generator (and tokenizer) start this run
-    # torchrun only: shard an hf: generator's parameters, gradients and Adam state over the ranks (FSDP2
-    # fully_shard per transformer block), for models that do not fit one device; MLE/SFT runs only
-    fsdp: bool = False
+    fsdp: bool = False  # torchrun, hf: generator, MLE/SFT: shard G's weights, grads, Adam state (FSDP2) over ranks
 
 
 @dataclass
