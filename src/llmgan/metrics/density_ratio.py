@@ -170,3 +170,53 @@ def residual_nll(nll_g: Tensor | np.ndarray, energy: Tensor | np.ndarray, neg_en
         out["nll_g_per_token"] = float(a.sum()) / tot
         out["nll_per_token_se"] = out["nll_se"] * per.numel() / tot
     return out
+
+
+# ----------------------------------------------------------------------------------------- on a run
+@torch.no_grad()
+def sequence_nll(generator: torch.nn.Module, tokens: Tensor, lengths: Tensor, batch_size: int = 256) -> Tensor:
+    """``-log p_G(x)`` (N,) of each right-padded row, summed over its ``lengths`` tokens (EOS included)."""
+    was = generator.training
+    generator.eval()
+    out = []
+    for start in range(0, tokens.size(0), batch_size):
+        ln = lengths[start : start + batch_size]
+        t = tokens[start : start + batch_size].to(generator.device)
+        mask = (torch.arange(t.size(1))[None, :] < ln[:, None]).to(generator.device)
+        out.append(-(generator.log_probs(t).double() * mask).sum(1).cpu())
+    generator.train(was)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def residual_ebm_nll_for_run(run, test_corpus, n_proposal: int = 10000, rng: torch.Generator | None = None,
+                             batch_size: int = 256) -> dict:
+    """Held-out NLL of a ``residual_ebm`` run's model ``p_G exp(-E) / Z`` (per token, EOS included, as
+    ``test_nll``), ``E = -realness logit`` of its discriminator, log Z importance-sampled from
+    ``n_proposal`` fresh G samples at temperature 1 (:func:`residual_nll`). Keys ``ebm_test_nll``,
+    ``ebm_test_nll_se``, ``ebm_log_z``, ``ebm_log_z_se``, ``ebm_n_proposal`` and ``ebm_g_test_nll`` (G's own
+    per-token NLL of the same sequences, for comparison)."""
+    from llmgan.losses import realness_logits
+    from llmgan.metrics.detection import _pad_to, discriminator_scores
+
+    D = run.discriminator()
+    kind = run.cfg.adversarial.loss
+    pad = run.tokenizer.pad_id if run.tokenizer.pad_id is not None else 0
+    max_len = run.max_len
+    g = run.generator
+    tokens = _pad_to(test_corpus.tokens, max_len, pad)
+    lengths = test_corpus.lengths.clamp(max=max_len)
+    nll_g = sequence_nll(g, tokens, lengths, batch_size)
+    energy = -realness_logits(discriminator_scores(D, tokens, batch_size).double(), kind)
+    was = g.training
+    g.eval()
+    props = []
+    with torch.no_grad():
+        for start in range(0, n_proposal, batch_size):
+            s = g.sample(min(batch_size, n_proposal - start), max_len, generator=rng)
+            props.append(_pad_to(s.tokens.cpu(), max_len, pad))
+    g.train(was)
+    neg_e = realness_logits(discriminator_scores(D, torch.cat(props), batch_size).double(), kind)
+    res = residual_nll(nll_g, energy, neg_e, n_tokens=lengths)
+    return {"ebm_test_nll": res["nll_per_token"], "ebm_test_nll_se": res["nll_per_token_se"],
+            "ebm_log_z": res["log_z"], "ebm_log_z_se": res["log_z_se"], "ebm_n_proposal": n_proposal,
+            "ebm_g_test_nll": res["nll_g_per_token"]}

@@ -1,0 +1,215 @@
+"""Density-ratio sampling on runs (llmgan.resample, `llmgan generate --resample`) and the residual EBM
+(`adversarial.algorithm: residual_ebm`): NCE recovers a known log-ratio, G stays frozen, `--ratio-from
+ebm` and `llmgan evaluate`'s importance-sampled NLL work end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from llmgan.cli import main
+from llmgan.errors import ConfigError
+from test_detect import _run_with_d
+
+
+@pytest.fixture(scope="module")
+def run_d(tmp_path_factory):
+    return _run_with_d(tmp_path_factory.mktemp("resample"), "vanilla")[0]
+
+
+def _realness_of(run, tokens):
+    from llmgan.detect import discriminator_kind, score_tokens
+    from llmgan.losses import realness_logits
+
+    return realness_logits(torch.from_numpy(score_tokens(run.discriminator(), tokens)).double(),
+                           discriminator_kind(run.cfg))
+
+
+def _plain(run, n, seed=5):
+    from llmgan.training.evaluation import sample_tokens
+
+    return sample_tokens(run.generator, n, run.max_len, rng=torch.Generator().manual_seed(seed))[0]
+
+
+def test_sir_on_a_run_keeps_the_samples_d_finds_real(run_d):
+    from llmgan.resample import CALIBRATION_FILE, resample_run
+    from llmgan.run import load_run
+
+    run = load_run(run_d)
+    res = resample_run(run, 64, method="sir", candidates=8, n_calibration=64, rng=torch.Generator().manual_seed(3))
+    st = res.stats
+    assert res.tokens.shape == (64, run.max_len) and st["n_out"] == 64
+    assert st["generator_samples"] == 64 * 8 and st["cost_per_output"] == 8.0
+    assert 1.0 <= st["ess_min"] <= st["ess_mean"] <= 8.0
+    cal = json.loads(open(os.path.join(run_d, CALIBRATION_FILE)).read())
+    assert cal["method"] == "platt" and cal["a"] > 0  # a D that ranks the right way keeps its sign
+    assert st["calibration"]["a"] == cal["a"]
+    # the kept samples are the ones D reads as more real than G's plain samples
+    assert float(_realness_of(run, res.tokens).mean()) > float(_realness_of(run, _plain(run, 256)).mean()) + 0.1
+    # the stored calibration is reused for the same checkpoint and settings
+    again = resample_run(run, 4, candidates=2, n_calibration=64)
+    assert again.stats["calibration"] == cal
+
+
+def test_rejection_on_a_run_reports_its_acceptance_and_stays_in_budget(run_d):
+    from llmgan.resample import resample_run
+    from llmgan.run import load_run
+
+    run = load_run(run_d)
+    res = resample_run(run, 32, method="rejection", candidates=16, n_calibration=64)
+    st = res.stats
+    assert st["n_out"] <= 32 and st["generator_samples"] <= 32 * 16
+    assert 0.0 < st["acceptance_rate"] <= 1.0 and st["bound_log_m"] >= st["bound_log_m_start"]
+    assert float(res.log_r.max()) <= st["bound_log_m"] + 1e-9
+    if st["n_out"] == 32:  # it stopped as soon as it had enough
+        assert st["generator_samples"] < 32 * 16 or st["acceptance_rate"] <= 32 / (32 * 16) + 1e-9
+    assert float(_realness_of(run, res.tokens).mean()) > float(_realness_of(run, _plain(run, 256)).mean())
+
+
+def test_a_wgan_critic_is_read_as_realness_not_fakeness(tmp_path):
+    # a wgan critic scores FAKENESS: read raw, SIR would keep the samples that look most generated
+    from llmgan.resample import resample_run
+    from llmgan.run import load_run
+
+    run = load_run(_run_with_d(tmp_path, "wgan")[0])
+    res = resample_run(run, 64, candidates=8, calibration="none", n_calibration=64)
+    assert float(_realness_of(run, res.tokens).mean()) > float(_realness_of(run, _plain(run, 256)).mean()) + 0.1
+    platt = resample_run(run, 4, candidates=2, calibration="platt", n_calibration=64, recalibrate=True)
+    assert platt.stats["calibration"]["a"] > 0
+
+
+def test_generate_cli_resample(run_d, capsys):
+    assert main(["generate", run_d, "-n", "5", "--resample", "sir", "--candidates", "4", "--device", "cpu",
+                 "--calibration-n", "64"]) == 0
+    cap = capsys.readouterr()
+    assert len(cap.out.strip().splitlines()) == 5
+    stats = json.loads(next(line for line in cap.err.splitlines() if line.startswith("resample: "))[10:])
+    assert stats["method"] == "sir" and stats["candidates"] == 4 and 1.0 <= stats["ess_mean"] <= 4.0
+    assert main(["generate", run_d, "-n", "3", "--resample", "rejection", "--candidates", "50", "--device", "cpu",
+                 "--calibration-n", "64"]) == 0
+    cap = capsys.readouterr()
+    assert '"acceptance_rate"' in cap.err
+    # an MLE-style run's D is no EBM; one line, exit 2
+    assert main(["generate", run_d, "--resample", "sir", "--ratio-from", "ebm", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ratio-from ebm" in err[0] and "residual_ebm" in err[0]
+    assert main(["generate", run_d, "--resample", "sir", "--interpolate", "--device", "cpu"]) == 2
+    assert "--interpolate" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--candidates"):
+        from llmgan.resample import resample_run
+        from llmgan.run import load_run
+
+        resample_run(load_run(run_d), 2, candidates=0)
+
+
+# ----------------------------------------------------------------------------------------- residual EBM
+class _Categorical(torch.nn.Module):
+    """A 'generator' of one-token sequences from a fixed categorical (the frozen NCE noise)."""
+
+    def __init__(self, probs: torch.Tensor):
+        super().__init__()
+        self.probs = probs
+        self.w = torch.nn.Parameter(torch.zeros(1))  # something an optimizer could move (it must not)
+
+    def sample(self, n, max_len, generator=None, **_):
+        t = torch.multinomial(self.probs, n, replacement=True, generator=generator)[:, None]
+        return SimpleNamespace(tokens=t, lengths=torch.ones(n, dtype=torch.long))
+
+
+class _TableD(torch.nn.Module):
+    def __init__(self, v: int):
+        super().__init__()
+        self.table = torch.nn.Embedding(v, 1)
+        torch.nn.init.zeros_(self.table.weight)
+
+    def forward(self, x, prompt=None):
+        return self.table(x[:, 0]).squeeze(-1)
+
+
+def test_nce_with_g_as_noise_recovers_the_true_log_ratio():
+    from contextlib import nullcontext
+
+    from llmgan.algorithms import build_algorithm
+    from llmgan.algorithms.base import GANContext
+    from llmgan.config import AdversarialConfig
+
+    V = 20
+    gen = torch.Generator().manual_seed(0)
+    p_g = torch.softmax(torch.randn(V, generator=gen), 0)
+    p_data = torch.softmax(torch.randn(V, generator=gen) * 1.5, 0)
+    true_log_r = torch.log(p_data) - torch.log(p_g)
+    real = torch.multinomial(p_data, 20000, replacement=True, generator=gen)[:, None]
+    G, D = _Categorical(p_g), _TableD(V)
+    d_opt = torch.optim.Adam(D.parameters(), lr=0.05)
+
+    def step(loss, opt, module, clip, what):
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    train = type("Train", (), {"tokens": real, "lengths": torch.ones(len(real), dtype=torch.long),
+                               "__len__": lambda self: len(real)})()
+    data = SimpleNamespace(train=train, tokenizer=SimpleNamespace(pad_id=0), train_prompts=None)
+    cfg = AdversarialConfig(algorithm="residual_ebm", d_samples=4000, d_epochs=1, d_batch_size=500, loss="vanilla")
+    ctx = GANContext(generator=G, discriminator=D, g_opt=torch.optim.SGD(G.parameters(), lr=1.0), d_opt=d_opt,
+                     cfg=cfg, device=torch.device("cpu"), max_len=1, rng=torch.Generator().manual_seed(1),
+                     data_rng=torch.Generator().manual_seed(2), data=data, progress={}, step_fn=step,
+                     autocast=nullcontext)
+    algo = build_algorithm("residual_ebm", {})
+    algo.setup(ctx)
+    for _ in range(40):
+        algo.d_step(ctx)
+        assert algo.g_step(ctx) == {"g_loss": 0.0}
+    assert float(G.w.detach()) == 0.0  # the noise distribution never moved
+    learned = D.table.weight.detach().squeeze(-1).double()  # -E(x) = D's logit
+    corr = float(torch.corrcoef(torch.stack([learned, true_log_r]))[0, 1])
+    assert corr > 0.9, corr
+    # NCE is self-normalising at its optimum: Z = E_G[exp(-E)] ~ 1
+    assert float((p_g * learned.exp()).sum()) == pytest.approx(1.0, abs=0.2)
+    with pytest.raises(ConfigError, match="residual_ebm trains E by noise-contrastive"):
+        cfg.loss = "wgan"
+        algo.setup(ctx)
+
+
+def test_residual_ebm_run_end_to_end(tmp_path, capsys):
+    from llmgan.config import load_config
+    from llmgan.training.engine import Trainer
+
+    preset = os.path.join(os.path.dirname(__file__), "..", "configs", "residual_ebm_oracle.yaml")
+    sets = ["data.oracle_samples=256", "data.oracle_test_samples=64", "eval.n_samples=64", "eval.batch_size=64",
+            "adversarial.rounds=2", "adversarial.eval_every=2", "adversarial.checkpoint_every=2",
+            "adversarial.d_pretrain_steps=2", "adversarial.d_samples=128", "adversarial.d_batch_size=32",
+            "discriminator.kwargs.filter_sizes=[2, 3]", "discriminator.kwargs.num_filters=[8, 8]",
+            "train.epochs=1", "train.progress=false", "threads=1", "seed=0"]
+    tr = Trainer(load_config(preset, sets), str(tmp_path / "run"))
+    before = {}
+
+    original = tr.save
+
+    def remember_g_after_mle(*a, **k):
+        if tr.state.get("phase") == "d_pretrain" and not before:
+            before.update({k2: v.clone() for k2, v in tr.generator.state_dict().items()})
+        return original(*a, **k)
+
+    tr.save = remember_g_after_mle
+    tr.run()
+    after = tr.generator.state_dict()
+    assert before and all(torch.equal(before[k], after[k]) for k in before)  # G frozen through every round
+    run_dir = str(tmp_path / "run")
+    capsys.readouterr()
+    assert main(["evaluate", run_dir, "--json", "--n-samples", "64", "--device", "cpu"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["ebm_test_nll_se"] > 0 and res["ebm_log_z_se"] > 0 and res["ebm_n_proposal"] == 64
+    # same held-out sequences: the EBM's value differs from G's by mean(E) + log Z per token
+    assert abs(res["ebm_g_test_nll"] - res["test_nll"]) < 1e-4
+    assert main(["generate", run_dir, "-n", "4", "--resample", "sir", "--candidates", "4", "--ratio-from", "ebm",
+                 "--device", "cpu", "--calibration-n", "32"]) == 0
+    cap = capsys.readouterr()
+    assert len(cap.out.strip().splitlines()) == 4
+    stats = json.loads(next(line for line in cap.err.splitlines() if line.startswith("resample: "))[10:])
+    assert stats["ratio_from"] == "ebm" and stats["calibration"]["method"] == "none"
