@@ -108,15 +108,20 @@ def test_importance_sampled_nll_matches_the_exact_value_on_an_enumerable_space()
     g = torch.Generator().manual_seed(3)
     test = torch.multinomial(P_DATA, 4000, replacement=True, generator=g)
     exact_nll = float(-(P_DATA * torch.log(p_model)).sum())  # the population value the sample estimates
-    inside, trials = 0, 40
+    inside, trials, log_zs, ses = 0, 40, [], []
     for t in range(trials):
         prop = torch.multinomial(P_G, 2000, replacement=True, generator=g)
         log_z, se = importance_log_z(-energy[prop])
+        log_zs.append(log_z)
+        ses.append(se)
         if t == 0:
             assert abs(log_z - log_z_exact) < 4 * se
         res = residual_nll(-torch.log(P_G[test]), energy[test], -energy[prop], n_tokens=torch.full((4000,), 2.0))
         inside += abs(res["nll"] - exact_nll) < 2 * res["nll_se"]
         assert res["nll_per_token"] == pytest.approx(res["nll"] / 2.0)
+    # the log Z standard error matches the estimator's actual spread over independent proposal sets
+    assert 0.7 < float(np.std(log_zs, ddof=1)) / float(np.mean(ses)) < 1.4
+    assert abs(float(np.mean(log_zs)) - log_z_exact) < 3 * float(np.mean(ses)) / math.sqrt(trials) + 1e-3
     # a standard error that means what it says: ~95% of 2-SE intervals cover (test set held fixed: a bit less)
     assert inside >= 0.75 * trials
     # the sign of E matters: exp(+E) in place of exp(-E) gives another (wrong) value

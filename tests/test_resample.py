@@ -213,3 +213,34 @@ def test_residual_ebm_run_end_to_end(tmp_path, capsys):
     assert len(cap.out.strip().splitlines()) == 4
     stats = json.loads(next(line for line in cap.err.splitlines() if line.startswith("resample: "))[10:])
     assert stats["ratio_from"] == "ebm" and stats["calibration"]["method"] == "none"
+
+
+def test_residual_ebm_nll_on_a_run_equals_the_exact_value_when_e_is_the_true_log_ratio():
+    # a run-shaped toy: G a categorical over one-token sequences, E = -log(p_data / p_G) exactly, so the
+    # residual model IS p_data: its importance-sampled NLL must match p_data's exact NLL of the test set
+    from llmgan.metrics.density_ratio import residual_ebm_nll_for_run
+
+    V = 12
+    gen = torch.Generator().manual_seed(4)
+    p_g = torch.softmax(torch.randn(V, generator=gen), 0)
+    p_data = torch.softmax(torch.randn(V, generator=gen), 0)
+
+    class G(_Categorical):
+        device = torch.device("cpu")
+
+        def log_probs(self, tokens):
+            return torch.log(self.probs)[tokens]
+
+    D = _TableD(V)
+    with torch.no_grad():
+        D.table.weight[:, 0] = (torch.log(p_data) - torch.log(p_g)).float()
+    run = SimpleNamespace(discriminator=lambda: D, generator=G(p_g), max_len=1,
+                          tokenizer=SimpleNamespace(pad_id=0), cfg=SimpleNamespace(adversarial=SimpleNamespace(
+                              loss="vanilla")))
+    test_tokens = torch.multinomial(p_data, 3000, replacement=True, generator=gen)[:, None]
+    corpus = SimpleNamespace(tokens=test_tokens, lengths=torch.ones(3000, dtype=torch.long))
+    res = residual_ebm_nll_for_run(run, corpus, n_proposal=20000, rng=torch.Generator().manual_seed(5))
+    exact = float(-torch.log(p_data)[test_tokens[:, 0]].double().mean())
+    assert abs(res["ebm_test_nll"] - exact) < 3 * res["ebm_log_z_se"] + 0.01
+    assert res["ebm_log_z"] == pytest.approx(0.0, abs=3 * res["ebm_log_z_se"] + 0.01)  # E_G[p_data/p_G] = 1
+    assert res["ebm_test_nll"] < res["ebm_g_test_nll"] - 0.05  # the correction helps
