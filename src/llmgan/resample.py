@@ -165,19 +165,24 @@ def resample_run(
     calibration_seed: int = 0,
     recalibrate: bool = False,
     batch_size: int = 1024,
+    ratio: RatioModel | None = None,
 ) -> Resampled:
     """``n`` outputs (per prompt row of ``prompts``, left-padded (P, L)) of a loaded run's generator
     corrected by its density ratio; see the module docstring. ``stats`` holds the method, the calibration,
     ``generator_samples`` / ``ratio_evaluations`` (the sampling cost), and ``ess_mean``/``ess_min`` (SIR)
-    or ``acceptance_rate``, ``bound_log_m``, ``bound_raises`` (rejection)."""
+    or ``acceptance_rate``, ``bound_log_m``, ``bound_raises`` (rejection). ``ratio``: a calibrated
+    :class:`RatioModel` of this run to reuse (a server calibrates once); ``ratio_from``/``calibration``
+    are then ignored."""
     if method not in METHODS:
         raise ConfigError(f"--resample: expected one of {', '.join(METHODS)}, got {method!r}")
     if candidates < 1:
         raise ConfigError(f"--candidates: must be >= 1, got {candidates}")
     if n < 1:
         raise ConfigError(f"-n: must be >= 1, got {n}")
-    ratio = RatioModel(run, ratio_from, calibration)
-    ratio.calibrate(n=n_calibration, seed=calibration_seed, force=recalibrate)
+    if ratio is None:
+        ratio = RatioModel(run, ratio_from, calibration)
+        ratio.calibrate(n=n_calibration, seed=calibration_seed, force=recalibrate)
+    ratio_from = ratio.ratio_from
     g = run.generator
     was = g.training
     g.eval()
