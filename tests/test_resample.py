@@ -244,3 +244,32 @@ def test_residual_ebm_nll_on_a_run_equals_the_exact_value_when_e_is_the_true_log
     assert abs(res["ebm_test_nll"] - exact) < 3 * res["ebm_log_z_se"] + 0.01
     assert res["ebm_log_z"] == pytest.approx(0.0, abs=3 * res["ebm_log_z_se"] + 0.01)  # E_G[p_data/p_G] = 1
     assert res["ebm_test_nll"] < res["ebm_g_test_nll"] - 0.05  # the correction helps
+
+
+def test_conditional_run_resamples_per_prompt_with_d_reading_the_prompt(tmp_path, capsys):
+    # a GAD run: D scores (prompt, response) pairs; each prompt gets its own n outputs from its own candidates
+    from llmgan.apps import translation as tr_app
+    from llmgan.detect import _left_pad
+    from llmgan.resample import RatioModel, resample_run
+    from llmgan.run import load_run
+    from llmgan.training.engine import Trainer
+    from test_gad_conditional import _cfg
+
+    run_dir = str(tmp_path / "run")
+    Trainer(_cfg(tmp_path, rounds=1), run_dir).run()
+    prompts = [r["prompt"] for r in tr_app.make_records(2, seed=7)]
+    pf = tmp_path / "prompts.jsonl"
+    pf.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    assert main(["generate", run_dir, "--prompts", str(pf), "-n", "3", "--json", "--resample", "sir",
+                 "--candidates", "4", "--calibration-n", "16", "--device", "cpu"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [x["prompt"] for x in lines] == [prompts[0]] * 3 + [prompts[1]] * 3
+    run = load_run(run_dir)
+    rows = _left_pad([run.encode_prompt(p) for p in prompts], run.tokenizer.pad_id or 0)
+    res = resample_run(run, 3, candidates=4, prompts=rows, n_calibration=16)
+    assert res.group.tolist() == [0, 0, 0, 1, 1, 1]
+    ratio = RatioModel(run)
+    ratio.calibrate(n=16)
+    with_prompts = ratio.log_ratio(res.tokens, rows[res.group])
+    assert torch.allclose(res.log_r, with_prompts)  # the kept samples were scored given their own prompt
+    assert not torch.allclose(with_prompts, ratio.log_ratio(res.tokens, rows.flip(0)[res.group]))
