@@ -176,19 +176,21 @@ def test_nce_with_g_as_noise_recovers_the_true_log_ratio():
         algo.setup(ctx)
 
 
-def test_residual_ebm_run_end_to_end(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def ebm_run(tmp_path_factory):
+    """A tiny residual_ebm oracle run; also returns whether G stayed exactly as MLE left it."""
     from llmgan.config import load_config
     from llmgan.training.engine import Trainer
 
+    tmp = tmp_path_factory.mktemp("ebm")
     preset = os.path.join(os.path.dirname(__file__), "..", "configs", "residual_ebm_oracle.yaml")
     sets = ["data.oracle_samples=256", "data.oracle_test_samples=64", "eval.n_samples=64", "eval.batch_size=64",
             "adversarial.rounds=2", "adversarial.eval_every=2", "adversarial.checkpoint_every=2",
             "adversarial.d_pretrain_steps=2", "adversarial.d_samples=128", "adversarial.d_batch_size=32",
             "discriminator.kwargs.filter_sizes=[2, 3]", "discriminator.kwargs.num_filters=[8, 8]",
             "train.epochs=1", "train.progress=false", "threads=1", "seed=0"]
-    tr = Trainer(load_config(preset, sets), str(tmp_path / "run"))
+    tr = Trainer(load_config(preset, sets), str(tmp / "run"))
     before = {}
-
     original = tr.save
 
     def remember_g_after_mle(*a, **k):
@@ -199,8 +201,13 @@ def test_residual_ebm_run_end_to_end(tmp_path, capsys):
     tr.save = remember_g_after_mle
     tr.run()
     after = tr.generator.state_dict()
-    assert before and all(torch.equal(before[k], after[k]) for k in before)  # G frozen through every round
-    run_dir = str(tmp_path / "run")
+    frozen = bool(before) and all(torch.equal(before[k], after[k]) for k in before)
+    return str(tmp / "run"), frozen
+
+
+def test_residual_ebm_run_end_to_end(ebm_run, capsys):
+    run_dir, frozen = ebm_run
+    assert frozen  # G never moved through D pre-training and every round: it is NCE's noise
     capsys.readouterr()
     assert main(["evaluate", run_dir, "--json", "--n-samples", "64", "--device", "cpu"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -273,3 +280,31 @@ def test_conditional_run_resamples_per_prompt_with_d_reading_the_prompt(tmp_path
     with_prompts = ratio.log_ratio(res.tokens, rows[res.group])
     assert torch.allclose(res.log_r, with_prompts)  # the kept samples were scored given their own prompt
     assert not torch.allclose(with_prompts, ratio.log_ratio(res.tokens, rows.flip(0)[res.group]))
+
+
+def test_density_ratio_benchmark_rows_on_a_tiny_ebm_run(ebm_run):
+    # benchmarks/density_ratio.py at toy size: the frontier's columns, SIR cost K, and the corrected
+    # model's temperature-T NLL built on the same tempered NLL as `llmgan sweep`
+    import sys
+
+    from llmgan.metrics.density_ratio import sequence_nll
+    from llmgan.run import load_run
+    from llmgan.sweep import temperature_nll
+    from llmgan.training.evaluation import held_out_corpus
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from density_ratio import COLUMNS, frontier_rows
+
+    run_dir = ebm_run[0]
+    run = load_run(run_dir)
+    test = held_out_corpus(run)
+    per_seq = sequence_nll(run.generator, test.tokens, test.lengths, temperature=0.7)
+    assert float(per_seq.sum() / test.lengths.sum()) == pytest.approx(temperature_nll(run.generator, test, 0.7),
+                                                                       rel=1e-5)
+    rows = frontier_rows(run_dir, [0.8, 1.0], [1, 2, 4], rejection=8, ratio_from="ebm", n_samples=16,
+                         n_proposal=32, n_calibration=16)
+    assert [(r["temperature"], r["algorithm"], r["candidates"]) for r in rows] == [
+        (t, a, k) for t in (0.8, 1.0) for a, k in (("mle", 1), ("mle+sir", 2), ("mle+sir", 4), ("mle+rejection", 8))]
+    assert all(set(COLUMNS[:6]) <= set(r) for r in rows)
+    assert [r["cost"] for r in rows if r["method"] == "sir"] == [2.0, 4.0, 2.0, 4.0]
+    assert all(r["test_nll_se"] > 0 for r in rows if r["method"] != "plain")

@@ -174,8 +174,11 @@ def residual_nll(nll_g: Tensor | np.ndarray, energy: Tensor | np.ndarray, neg_en
 
 # ----------------------------------------------------------------------------------------- on a run
 @torch.no_grad()
-def sequence_nll(generator: torch.nn.Module, tokens: Tensor, lengths: Tensor, batch_size: int = 256) -> Tensor:
-    """``-log p_G(x)`` (N,) of each right-padded row, summed over its ``lengths`` tokens (EOS included)."""
+def sequence_nll(generator: torch.nn.Module, tokens: Tensor, lengths: Tensor, batch_size: int = 256,
+                 temperature: float = 1.0) -> Tensor:
+    """``-log p_G(x)`` (N,) of each right-padded row, summed over its ``lengths`` tokens (EOS included);
+    under ``softmax(logits / temperature)`` when ``temperature != 1`` (generators with ``hidden`` and
+    ``lm_head``, as ``llmgan.sweep.temperature_nll``: the scaled output layer through the fused kernel)."""
     was = generator.training
     generator.eval()
     out = []
@@ -183,7 +186,17 @@ def sequence_nll(generator: torch.nn.Module, tokens: Tensor, lengths: Tensor, ba
         ln = lengths[start : start + batch_size]
         t = tokens[start : start + batch_size].to(generator.device)
         mask = (torch.arange(t.size(1))[None, :] < ln[:, None]).to(generator.device)
-        out.append(-(generator.log_probs(t).double() * mask).sum(1).cpu())
+        if temperature == 1.0:
+            lp = generator.log_probs(t)
+        else:
+            from llmgan.models.output import token_log_probs
+
+            w = generator.lm_head.weight / temperature
+            b = generator.lm_head.bias / temperature if generator.lm_head.bias is not None else None
+            h = generator.hidden(t)
+            B, T, H = h.shape
+            lp = token_log_probs(h.reshape(B * T, H), w, b, generator._safe_targets(t).reshape(-1)).view(B, T)
+        out.append(-(lp.double() * mask).sum(1).cpu())
     generator.train(was)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
