@@ -65,25 +65,25 @@ def frontier_rows(run_dir: str, temperatures: list[float], candidates: list[int]
     common = {"run": name, "seed": run.cfg.seed, "n_samples": n_samples, "ratio_from": ratio_from}
     rows: list[dict] = []
     for temp in temperatures:
-        rng = torch.Generator().manual_seed(seed)
+        rng = torch.Generator(device=run.generator.device).manual_seed(seed)
         plain, _ = sample_tokens(run.generator, n_samples, run.max_len, temperature=temp, rng=rng)
         rows.append({**common, "algorithm": base, "temperature": temp, "method": "plain", "candidates": 1,
                      "oracle_nll": oracle_nll(run.oracle, plain.to(run.generator.device)),
                      "test_nll": temperature_nll(run.generator, test, temp), "test_nll_se": 0.0, "cost": 1.0})
         proposal, _ = sample_tokens(run.generator, n_proposal, run.max_len, temperature=temp,
-                                    rng=torch.Generator().manual_seed(seed + 1))
+                                    rng=torch.Generator(device=run.generator.device).manual_seed(seed + 1))
         corrected = residual_nll(sequence_nll(run.generator, test_tokens, test_lengths, temperature=temp),
                                  energy, ratio.log_ratio(proposal), n_tokens=test_lengths)
         for k in [k for k in candidates if k > 1]:
             res = resample_run(run, n_samples, method="sir", candidates=k, temperature=temp, ratio=ratio,
-                               rng=torch.Generator().manual_seed(seed))
+                               rng=torch.Generator(device=run.generator.device).manual_seed(seed))
             rows.append({**common, "algorithm": f"{base}+sir", "temperature": temp, "method": "sir",
                          "candidates": k, "oracle_nll": oracle_nll(run.oracle, res.tokens.to(run.generator.device)),
                          "test_nll": corrected["nll_per_token"], "test_nll_se": corrected["nll_per_token_se"],
                          "cost": res.stats["cost_per_output"], "ess_mean": res.stats["ess_mean"]})
         if rejection > 0:
             res = resample_run(run, n_samples, method="rejection", candidates=rejection, temperature=temp,
-                               ratio=ratio, rng=torch.Generator().manual_seed(seed))
+                               ratio=ratio, rng=torch.Generator(device=run.generator.device).manual_seed(seed))
             row = {**common, "algorithm": f"{base}+rejection", "temperature": temp, "method": "rejection",
                    "candidates": rejection, "test_nll": corrected["nll_per_token"],
                    "test_nll_se": corrected["nll_per_token_se"], "cost": res.stats["cost_per_output"],

@@ -280,6 +280,10 @@ def test_conditional_run_resamples_per_prompt_with_d_reading_the_prompt(tmp_path
     with_prompts = ratio.log_ratio(res.tokens, rows[res.group])
     assert torch.allclose(res.log_r, with_prompts)  # the kept samples were scored given their own prompt
     assert not torch.allclose(with_prompts, ratio.log_ratio(res.tokens, rows.flip(0)[res.group]))
+    rej = resample_run(run, 3, method="rejection", candidates=20, prompts=rows, n_calibration=16)
+    groups = rej.group.tolist()
+    assert groups == sorted(groups) and all(groups.count(g) <= 3 for g in (0, 1))
+    assert rej.stats["requested"] == 6 and rej.stats["generator_samples"] <= 2 * 3 * 20
 
 
 def test_density_ratio_benchmark_rows_on_a_tiny_ebm_run(ebm_run):

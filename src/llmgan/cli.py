@@ -202,7 +202,8 @@ def _generate_resampled(args, run, texts, prompt, max_len, ban) -> int:
     res = resample_run(
         run, args.n, method=args.resample, candidates=args.candidates, ratio_from=args.ratio_from,
         calibration=args.calibration, max_len=max_len, prompts=prompt, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, ban_ids=ban, rng=torch.Generator().manual_seed(args.seed),
+        top_k=args.top_k, top_p=args.top_p, ban_ids=ban,
+        rng=torch.Generator(device=run.generator.device).manual_seed(args.seed),
         n_calibration=args.calibration_n, recalibrate=args.recalibrate,
     )
     rows = res.tokens

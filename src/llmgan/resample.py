@@ -97,7 +97,7 @@ class RatioModel:
         ckpt = os.path.basename(os.path.normpath(run.checkpoint))
         path = os.path.join(run.run_dir, CALIBRATION_FILE)
         real, prompts = validation_tokens(run, n)
-        rng = torch.Generator().manual_seed(seed)
+        rng = torch.Generator(device=run.generator.device).manual_seed(seed)
         g = run.generator
         # fresh samples at temperature 1 (the distribution D was trained against), one per real row
         if prompts is not None:
@@ -187,7 +187,7 @@ def resample_run(
     was = g.training
     g.eval()
     max_len = max_len or run.max_len
-    rng = rng or torch.Generator().manual_seed(0)
+    rng = rng or torch.Generator(device=g.device).manual_seed(0)  # G's samplers draw on its device
     # the selection RNG lives on the CPU (multinomial/rand there), whatever device G samples on
     sel_rng = torch.Generator().manual_seed(rng.initial_seed() + 1)
     kw = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "ban_ids": ban_ids}

@@ -110,8 +110,8 @@ class LLMGanService:
             res = resample_run(self.run, n, method=method, candidates=candidates, max_len=max_len,
                                prompts=prompt[:1].cpu() if prompt is not None else None, temperature=temperature,
                                top_k=top_k, top_p=top_p, ratio=ratios[ratio_from],
-                               rng=torch.Generator().manual_seed(seed if seed is not None else
-                                                                 int(torch.randint(0, 2**62, (1,)))))
+                               rng=torch.Generator(device=self.run.generator.device).manual_seed(
+                                   seed if seed is not None else int(torch.randint(0, 2**62, (1,)))))
         tok = self.run.tokenizer
         texts = [tok.decode(r[:m]) for r, m in zip(res.tokens.tolist(), res.lengths.tolist())]
         return {"samples": texts, "n": len(texts), "temperature": temperature, "resample": res.stats}
