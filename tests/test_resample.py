@@ -312,3 +312,28 @@ def test_density_ratio_benchmark_rows_on_a_tiny_ebm_run(ebm_run):
     assert all(set(COLUMNS[:6]) <= set(r) for r in rows)
     assert [r["cost"] for r in rows if r["method"] == "sir"] == [2.0, 4.0, 2.0, 4.0]
     assert all(r["test_nll_se"] > 0 for r in rows if r["method"] != "plain")
+
+
+@pytest.mark.slow
+def test_distillation_benchmark_runs_every_arm_at_toy_size(tmp_path):
+    # benchmarks/distill.py end to end at toy size: teacher, its samples, SeqKD, GAD (online / frozen D),
+    # SeqKD + residual-EBM SIR; every arm scored on both axes, GAD's training signals carried along
+    import math
+    import random
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from distill import run_distillation
+
+    rng = random.Random(0)
+    words = "the a cat dog sat ran on in mat park big small red".split()
+    data = tmp_path / "data.txt"
+    data.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 7))) for _ in range(200)))
+    rows = run_distillation(str(data), str(tmp_path / "out"), teacher_layers=1, teacher_epochs=1, n_teacher=64,
+                            students=["gpt1"], seqkd_epochs=1, gad_rounds=1, ebm_rounds=1, candidates=2,
+                            temperatures=[1.0], n_samples=16, n_proposal=16, max_len=10, d_samples=16,
+                            teacher_dim=16)
+    assert [r["arm"] for r in rows] == ["seqkd", "seqkd+gad", "seqkd+gad_frozen_d", "seqkd+sir"]
+    assert all(math.isfinite(r["teacher_nll"]) and math.isfinite(r["coverage_nll"]) for r in rows)
+    assert "reward_mean" in rows[1] and "d_pair_acc" in rows[1] and "d_pair_acc" not in rows[2]
+    assert rows[3]["coverage_se"] > 0
