@@ -26,7 +26,8 @@ import torch
 from llmgan.cli import main
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "configs")
-ALGORITHMS = ["seqgan", "maligan", "rankgan", "leakgan", "relgan", "gsgan", "textgan", "wgangp", "scratchgan", "gad"]
+ALGORITHMS = ["seqgan", "maligan", "rankgan", "leakgan", "relgan", "gsgan", "textgan", "wgangp", "scratchgan", "gad",
+              "residual_ebm"]
 
 SHRINK = [
     "data.oracle_samples=256", "data.oracle_test_samples=64", "eval.n_samples=64", "eval.batch_size=64",
@@ -56,6 +57,7 @@ PER_ALGORITHM = {
     "wgangp": SMALL_CNN,
     "scratchgan": [],
     "gad": SMALL_CNN + ["adversarial.params.group_size=4"],
+    "residual_ebm": SMALL_CNN,
 }
 
 
