@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("llmgan.training",),
     ("llmgan.run", "llmgan.sweep", "llmgan.detect", "llmgan.report", "llmgan.apps", "llmgan.integrations",
      "llmgan.export"),
-    ("llmgan.serve", "llmgan.cli", "llmgan.cli_eval", "llmgan.cli_llm", "llmgan.demo"),
+    ("llmgan.serve", "llmgan.cli", "llmgan.cli_eval", "llmgan.cli_llm", "llmgan.cli_export", "llmgan.demo"),
 ]
 
 
