@@ -19,7 +19,7 @@ reward models cannot (an ``nn.Module`` reward runs under ``inference_mode`` and 
 4. log ``discriminator/{loss,pair_accuracy,real_accuracy,fake_accuracy,reward_mean}`` through TRL's
    ``log_metric`` (averaged over processes and logging steps by TRL), and keep them in ``history``.
 
-Several processes (``accelerate launch``, torchrun; DDP, DeepSpeed ZeRO-1/2 for the policy): each rank
+Several processes (``accelerate launch``, torchrun; D lives outside the student's DDP wrapper): each rank
 scores its own completions and D's gradients are averaged across ranks by one all-reduce per step,
 after D's weights were broadcast from rank 0 once, so every rank holds the same D -- equal, to float
 tolerance, to one process training on the global batch (ranks with equal batch sizes, as TRL's are).
