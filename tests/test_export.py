@@ -106,6 +106,7 @@ def test_hf_lora_run_exports_merged_or_as_adapter(tmp_path, capsys):
                                  {"name": "gpt", "kwargs": {"d_model": 32, "n_layers": 2, "n_heads": 2,
                                                             "max_len": 16}}])
 def test_onnx_logits_match_pytorch(tmp_path, capsys, gen):
+    pytest.importorskip("onnx", reason="ONNX export needs the 'onnx' extra")
     ort = pytest.importorskip("onnxruntime", reason="the ONNX check needs the 'onnx' extra")
     run_dir = train(tmp_path, gen["name"], gen)
     out = str(tmp_path / "onnx")

@@ -63,6 +63,20 @@ def test_reward_trains_d_on_references_vs_completions_and_logs():
     assert all(torch.equal(before[k], v) for k, v in reward.discriminator.state_dict().items())
 
 
+def test_hf_model_as_the_discriminator(tmp_path):
+    """An hf: backbone with its own vocabulary re-tokenizes the texts and trains as D (here a tiny GPT-2;
+    hf:minilm, a real encoder, goes the same way, only slower to load)."""
+    from llmgan.models.hf import make_tiny_hf_model
+
+    path = make_tiny_hf_model(str(tmp_path / "d"), "gpt2", ["the cat sat", "a dog ran on"], seed=3)
+    tok = build_tokenizer("word", ["the cat sat", "a dog ran"])
+    reward = OnlineDiscriminatorReward(f"hf:{path}", tok, lr=1e-3, max_length=16)
+    head = reward.discriminator.head.weight.detach().clone()
+    out = reward(prompts=["p", "q"], completions=["dog dog dog", "cat"], response=["the cat sat", "a dog ran"])
+    assert len(out) == 2 and reward.updates == 1
+    assert not torch.equal(head, reward.discriminator.head.weight)
+
+
 def test_reward_bad_input_one_line():
     tok = build_tokenizer("word", ["a b c"])
     with pytest.raises(ConfigError, match="loss"):
