@@ -139,6 +139,7 @@ def test_d_state_survives_checkpoint_and_resume(tmp_path):
 @pytest.mark.slow
 def test_two_processes_under_accelerate_end_with_equal_d(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "CUDA_VISIBLE_DEVICES": "",  # always the CPU / gloo path this test is about
            "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = str(tmp_path / "ddp")
     # --multi_gpu picks torch's elastic launcher; with no GPU the trainer (use_cpu) joins a gloo group
