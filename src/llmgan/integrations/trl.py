@@ -143,22 +143,25 @@ class OnlineDiscriminatorReward:
         self.history: list[dict[str, float]] = []  # one entry per call: the metrics logged
         self._model: nn.Module | None = None  # the trainer's model (set by the callback): eval mode = no D update
         self._loaded_from: str | None = None
+        self._synced = False  # rank 0's D broadcast to the other ranks (multi-process)
 
     # --- setup ----------------------------------------------------------------------------------
-    def _ready(self) -> None:
-        """Device, optimizer and (multi-process) rank 0's weights, once; lazily, because Accelerate's
-        process group and device exist only once the trainer is built."""
-        if self.optimizer is not None:
-            return
-        if self.device is None:
-            self.device = _accelerate_device() or next(self.discriminator.parameters()).device
-        self.discriminator.to(self.device)
-        if _world() > 1:
-            with torch.no_grad():
-                for t in self.discriminator.state_dict().values():
-                    dist.broadcast(t, src=0)  # every rank starts from rank 0's D (seeds may differ)
-        self.optimizer = make_optimizer(self.discriminator.parameters(), self.optimizer_name, self.lr,
-                                        self.weight_decay, self.betas)
+    def _ready(self, collective: bool = True) -> None:
+        """Device and optimizer once, lazily (Accelerate's process group and device exist only once the
+        trainer is built); and, in a collective call (one every rank makes: a reward call, a resume),
+        rank 0's weights broadcast to every rank, once. ``save_state`` runs on rank 0 alone: not collective."""
+        if self.optimizer is None:
+            if self.device is None:
+                self.device = _accelerate_device() or next(self.discriminator.parameters()).device
+            self.discriminator.to(self.device)
+            self.optimizer = make_optimizer(self.discriminator.parameters(), self.optimizer_name, self.lr,
+                                            self.weight_decay, self.betas)
+        if collective and not self._synced:
+            if _world() > 1:
+                with torch.no_grad():
+                    for t in self.discriminator.state_dict().values():
+                        dist.broadcast(t, src=0)  # every rank starts from rank 0's D (seeds may differ)
+            self._synced = True
 
     # --- encoding -------------------------------------------------------------------------------
     def _pad_id(self) -> int:
@@ -259,7 +262,7 @@ class OnlineDiscriminatorReward:
     # --- state ------------------------------------------------------------------------------------
     def save_state(self, checkpoint_dir: str) -> str:
         """Write D, its optimizer and the counters to ``checkpoint_dir/llmgan_discriminator/``; returns it."""
-        self._ready()
+        self._ready(collective=False)
         assert self.optimizer is not None
         out = os.path.join(checkpoint_dir, STATE_DIR)
         os.makedirs(out, exist_ok=True)
@@ -279,7 +282,7 @@ class OnlineDiscriminatorReward:
         src = os.path.join(checkpoint_dir, STATE_DIR)
         if not self.has_state(checkpoint_dir):
             raise CheckpointError(f"{checkpoint_dir}: no discriminator state ({STATE_DIR}/state.json missing)")
-        self._ready()
+        self._ready(collective=False)  # every rank reads the same files; the first call syncs anyway
         assert self.optimizer is not None
         try:
             with open(os.path.join(src, "state.json"), encoding="utf-8") as f:
