@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Feature modules add their subcommands: each defines ``register(subparsers)`` and is listed here.
 _EXTRA_COMMANDS: list = []
-EXTRA_MODULES = ("llmgan.cli_eval", "llmgan.cli_llm", "llmgan.serve.cli")
+EXTRA_MODULES = ("llmgan.cli_eval", "llmgan.cli_llm", "llmgan.cli_export", "llmgan.serve.cli")
 
 
 def _load_extras() -> None:

@@ -23,6 +23,10 @@ def make_generator(cfg: ModelConfig, tokenizer) -> Generator:
         from llmgan.models.hf import build_hf_generator
 
         return build_hf_generator(cfg.name, tokenizer, **kwargs)
+    if cfg.name.startswith("keras:"):  # a Keras 3 model on the torch backend (llmgan.models.keras)
+        from llmgan.models.keras import build_keras_generator
+
+        return build_keras_generator(cfg.name, tokenizer, **kwargs)
     kwargs.update(token_ids(tokenizer))
     return build_generator(cfg.name, **kwargs)
 
@@ -37,6 +41,10 @@ def make_discriminator(cfg: ModelConfig, tokenizer):
         from llmgan.models.hf import build_hf_discriminator
 
         return build_hf_discriminator(cfg.name, tokenizer, **kwargs)
+    if cfg.name.startswith("keras:"):
+        from llmgan.models.keras import build_keras_discriminator
+
+        return build_keras_discriminator(cfg.name, tokenizer, **kwargs)
     if tokenizer.pad_id is not None:
         kwargs.setdefault("pad_id", tokenizer.pad_id)
     return build_discriminator(cfg.name, vocab_size=tokenizer.vocab_size, **kwargs)

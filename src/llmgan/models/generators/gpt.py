@@ -54,6 +54,7 @@ class GPTGeneratorConfig:
     eos_id: int | None = 2  # sampling stops a row at this token; None: always max_len tokens
     pad_id: int | None = 0  # fills after EOS and marks left padding of prompts; None: no padding
     tie_weights: bool = True  # lm_head.weight is the token embedding matrix (fewer parameters)
+    lm_bias: bool = True  # lm_head has a bias; False: the exact shapes of GPT-2 (``llmgan export --format hf``)
 
 
 class CausalSelfAttention(nn.Module):
@@ -143,7 +144,7 @@ class GPTGenerator(Generator):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         # With a bias: the sampling/loss code reads lm_head.bias, and a bias lets the unigram
         # distribution be learned without bending the (tied) embedding.
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_bias)
         self.latent = nn.Linear(cfg.latent_dim, cfg.d_model) if cfg.latent_dim > 0 else None
         self._register_latent_flag()
         self.apply(self._init_weights)
