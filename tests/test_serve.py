@@ -190,6 +190,7 @@ NAN = b'{"model": "gan", "temperature": NaN}'
     ("/v1/completions", b"", 400, None),
     ("/v1/generate", {"model": "gan", "top_k": 100000}, 422, "top_k"),
     ("/v1/generate", {"model": "gan", "z": [[1.0]]}, 422, "z"),
+    ("/v1/generate", b'{"model": "mle", "z": [[NaN, 0, 0]]}', 422, "z.0.0"),  # unbounded floats too
     ("/v1/generate", {"model": "mle", "z": [[1.0]]}, 422, "z"),  # wrong width
     ("/v1/generate", {"model": "cond", "prompts": ["a"]}, 422, "prompts"),
     ("/v1/chat/completions", {"model": "gan", "messages": [{"role": "user", "content": "x"}]}, 400, "model"),
@@ -311,3 +312,18 @@ def test_openapi_document_lists_every_endpoint(client):
     for p in ("/v1/completions", "/v1/chat/completions", "/v1/generate", "/v1/score", "/v1/detect", "/v1/models",
               "/health"):
         assert p in paths
+
+
+def test_detector_is_calibrated_at_start_up_not_in_requests(client, registry, monkeypatch):
+    from llmgan.detect import Detector
+
+    svc = registry.get("gan")
+    assert svc.detector.threshold is not None and svc.detector.calibration["n_human"] > 0
+
+    def no(*a, **k):
+        raise AssertionError("a request calibrated the detector")
+
+    monkeypatch.setattr(Detector, "calibrate", no)
+    monkeypatch.setattr(Detector, "load_or_calibrate", no)
+    assert post(client, "/v1/detect", {"model": "gan", "texts": ["the red cat runs"]}).status_code == 200
+    assert client.get("/v1/models/nope").status_code == 404

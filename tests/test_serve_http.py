@@ -170,9 +170,9 @@ def test_bounded_load_mixed_and_malformed(live):
             if j % 10 == 0:
                 path, body = "/v1/completions", MALFORMED[j % len(MALFORMED)]
             elif j % 3 == 0:
-                path, body = "/v1/score", json.dumps({"model": "gan", "texts": ["the red cat runs"] * 4}).encode()
+                path, body = "/v1/score", json.dumps({"model": "gan", "texts": ["the red cat runs"] * 2}).encode()
             else:
-                path, body = "/v1/completions", json.dumps({"model": ("gan", "mle")[j % 2], "max_tokens": 8,
+                path, body = "/v1/completions", json.dumps({"model": ("gan", "mle")[j % 2], "max_tokens": 6,
                                                             "n": 2}).encode()
             try:
                 conn.request("POST", path, body, {"Content-Type": "application/json"})
@@ -215,3 +215,39 @@ def test_bounded_load_mixed_and_malformed(live):
     assert set(statuses) <= {200, 400, 413, 422, 429}
     assert healthy(live)
     assert growth < 64, f"RSS grew {growth:.0f} MiB over 1,000 requests"
+
+
+def test_cli_serves_and_refuses_an_open_host_without_a_key(serve_runs, capsys):  # noqa: F811
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from llmgan.cli import main
+
+    assert main(["serve", serve_runs["mle"], "--host", "0.0.0.0"]) == 2  # refused before loading anything
+    assert "--api-key" in capsys.readouterr().err
+    assert main(["serve", serve_runs["mle"], "--max-n", "0"]) == 2
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "src"))
+    proc = subprocess.Popen([sys.executable, "-m", "llmgan.cli", "serve", serve_runs["mle"], serve_runs["gan"],
+                             "--port", "0", "--calibration-n", "20", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert m, line
+        port = int(m.group(1))
+        for _ in range(100):
+            try:
+                if healthy(port):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/health")
+        assert json.loads(c.getresponse().read()) == {"status": "ok", "models": ["gan", "mle"]}
+        c.close()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert "GET /health" in proc.stdout.read()  # the access log line
