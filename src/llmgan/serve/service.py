@@ -194,7 +194,10 @@ class ModelService:
                 continue
             with open(path, encoding="utf-8", newline="") as f:
                 for r in csv.DictReader(f):
-                    mine = path == files[0] or os.path.abspath(r.get("run_dir") or "") == self.run_dir
+                    # by directory (relative ones resolve against our cwd, as llmgan sweep wrote
+                    # them), else by the run's name
+                    mine = (path == files[0] or os.path.abspath(r.get("run_dir") or "") == self.run_dir
+                            or (not r.get("run_dir") and r.get("run") == self.id))
                     if not mine:
                         continue
                     row: dict[str, Any] = {}
