@@ -145,6 +145,11 @@ def test_latent_z_and_conditional_prompts(client, registry):
     assert r.status_code == 200 and r.json()["samples"][0]["realness"] is None  # no D in an MLE run
     r = post(client, "/v1/completions", {"model": "cond", "prompt": ["red", "old"], "n": 2, "seed": 0})
     assert r.status_code == 200 and len(r.json()["choices"]) == 4
+    # a prompt longer than training's max_prompt_len (4) keeps its last tokens, as training did
+    svc = registry.get("cond")
+    assert svc.prompt_ids("the the the the the red") == svc.prompt_ids("the the the red")
+    long = {"model": "cond", "prompt": "cat " * 5000, "seed": 0, "max_tokens": 4}
+    assert post(client, "/v1/completions", long).status_code == 200
 
 
 def test_chat_completions_use_the_chat_template(client, registry, monkeypatch):

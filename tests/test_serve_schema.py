@@ -32,7 +32,7 @@ def test_no_server_errors(app):
 
     def checker(op):
         @given(op.as_strategy())
-        @settings(max_examples=6, deadline=None, derandomize=True, database=None,
+        @settings(max_examples=5, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def check(case):
             response = case.call_and_validate(checks=[not_a_server_error])

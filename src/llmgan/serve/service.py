@@ -235,14 +235,14 @@ class ModelService:
         ids = self.run.encode_prompt(prompt)
         if not ids:
             raise invalid(param, "the prompt encodes to no tokens")
-        return ids
+        return ids[-self.run.cfg.data.max_prompt_len:]  # as in training: a long prompt keeps its last tokens
 
     def chat_prompt_ids(self, messages: Sequence[dict]) -> list[int]:
         if not self.chat:
             raise ApiError(400, f"model {self.id!r} has no chat template (chat needs a conditional run on a "
                                 "tokenizer with one); use POST /v1/completions", param="model")
         text = self.run.tokenizer.hf.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return self.run.tokenizer.encode(text)
+        return self.run.tokenizer.encode(text)[-self.run.cfg.data.max_prompt_len:]
 
     def latent(self, z: list[list[float]] | None, n: int) -> torch.Tensor | None:
         if z is None:
