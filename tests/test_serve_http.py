@@ -22,12 +22,14 @@ from llmgan.serve.service import Limits, Registry
 from serve_runs import serve_runs  # noqa: F401 - the session fixture
 
 HEADER_TIMEOUT = 0.6
+LIVE: dict = {}  # the live server's registry, for tests that look inside
 
 
 @pytest.fixture(scope="module")
 def live(serve_runs):  # noqa: F811
     registry = Registry.load([serve_runs["gan"], serve_runs["mle"]], calibration_n=40,
                              limits=Limits(max_n=8, max_tokens=16, max_texts=16, timeout_s=10))
+    LIVE["registry"] = registry
     settings = Settings(max_body=64 * 1024, body_timeout_s=HEADER_TIMEOUT, max_concurrent=8)
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
@@ -151,6 +153,34 @@ def test_openai_client_unchanged(live):
         client.completions.create(model="nope", prompt="", max_tokens=2)
     with pytest.raises(openai.UnprocessableEntityError):
         client.completions.create(model="gan", prompt="", max_tokens=2, top_p=5)
+
+
+def test_a_stream_whose_client_leaves_stops_sampling(live, monkeypatch):
+    svc = LIVE["registry"].get("gan")
+    g = svc.run.generator
+    steps = []
+    step = g._sample_next
+
+    def slow_step(*a, **k):  # 50 ms a token, and no end token: 16 tokens would take 0.8 s
+        steps.append(1)
+        time.sleep(0.05)
+        return step(*a, **k)
+
+    monkeypatch.setattr(g, "_sample_next", slow_step)
+    monkeypatch.setattr(g, "eos_id", None)
+    body = json.dumps({"model": "gan", "max_tokens": 16, "stream": True}).encode()
+    with socket.create_connection(("127.0.0.1", live), timeout=5) as s:
+        s.sendall(head("/v1/completions", f"Content-Length: {len(body)}\r\n") + body)
+        got = b""
+        while b"data: " not in got and len(got) < 65536:
+            got += s.recv(65536)
+        assert b"data: " in got  # the first token came; now the client goes away
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3 and not svc.lock.acquire(blocking=False):
+        time.sleep(0.01)
+    else:
+        svc.lock.release()
+    assert len(steps) < 12, f"{len(steps)} of 16 tokens sampled for a client that left after the first"
 
 
 MALFORMED = [b"{not json", b'{"model": "gan", "temperature": NaN}', b'{"model": "gan", "nn": 2}',
