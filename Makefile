@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel -c constraints.txt
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,metrics,hf,trl,onnx,keras]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,metrics,hf,serve,trl,onnx,keras]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,188 +1,440 @@
-"""A small HTTP service over any run directory (standard library only; one model, one lock).
+"""The FastAPI app of ``llmgan serve``: the OpenAI-compatible subset, our own endpoints, the page.
 
-    GET  /health            {"status": "ok", "run": ..., "algorithm": ..., "discriminator": bool}
-    POST /generate          {"n": 4, "temperature": 1.0, "top_k": null, "top_p": null, "max_len": null,
-                             "prompt": null, "seed": null}            -> {"samples": [...]}
-                            density-ratio sampling (llmgan.resample): "resample": "sir" | "rejection",
-                            "candidates": 8, "ratio_from": "d" | "ebm"  -> also {"resample": {stats}}
-    POST /detect            {"texts": ["...", ...]}                   -> {"results": [{"p_human", "label"}]}
+    POST /v1/completions        OpenAI completions (model, prompt, max_tokens, temperature, top_p, n,
+                                seed, stream); ``stream: true`` answers with server-sent events
+    POST /v1/chat/completions   the same for conditional runs whose tokenizer has a chat template
+    POST /v1/generate           every sampling option, latent z, per-sample log-prob and D's realness
+    POST /v1/score              D's realness of texts
+    POST /v1/detect             human/generated labels with the calibrated threshold
+    GET  /v1/models             each loaded run: algorithm, data, detector calibration, metrics
+    GET  /v1/models/{id}/metrics  training curves and sweep rows (for the page)
+    GET  /health                {"status": "ok", "models": [...]} (no paths)
+    GET  /                      the page
 
-Bad requests get status 400 and ``{"error": "<one line>"}``. Generation is serialised with a lock
-(torch modules are not re-entrant for training-mode toggles) and capped by ``max_n``.
+Every error is ``{"error": {"message", "type", "param"}}`` with a 4xx status for the client's fault
+(400 bad JSON, 401 API key, 404, 405, 408 slow body, 413 body size, 422 invalid field, 429 full) and
+a 5xx only for the server's (503 busy/timed out; 500 logged with its traceback, its text never sent).
+Limits sit in one ASGI middleware, :class:`Guard`, in front of everything: it reads the whole body
+itself (counting bytes, so a wrong Content-Length cannot get a larger body in), with a deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import torch
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmgan.errors import LLMGanError
+from llmgan.serve import schemas as S
+from llmgan.serve.sampling import Stopped
+from llmgan.serve.service import ApiError, Deadline, Generated, ModelService, Registry, invalid
 
-MAX_BODY = 1 << 20  # 1 MiB of JSON is far more than any legitimate request needs
-
-
-class RequestError(Exception):
-    """A client error: status 400 with this message."""
-
-
-def _field(body: dict, name: str, kind: type, default: Any, low: float | None = None, high: float | None = None):
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise RequestError(f"field {name!r}: expected {kind.__name__}, got {type(value).__name__}")
-    if low is not None and value < low or high is not None and value > high:
-        raise RequestError(f"field {name!r}: expected a value in [{low}, {high}], got {value}")
-    return value
+log = logging.getLogger("llmgan.serve")
+access_log = logging.getLogger("llmgan.serve.access")
+PAGE = os.path.join(os.path.dirname(__file__), "static", "index.html")
 
 
-class LLMGanService:
-    """The model side of the server: validated requests in, JSON-able dicts out."""
+@dataclass
+class Settings:
+    api_key: str | None = None
+    max_body: int = 1 << 20  # 1 MiB of JSON is far more than any legitimate request needs
+    body_timeout_s: float = 10.0  # the whole body must arrive within this (slow-loris bodies)
+    max_concurrent: int = 16  # requests in flight (to /v1/...) before 429s
 
-    def __init__(self, run_dir: str, device: str = "cpu", max_n: int = 256):
-        from llmgan.run import load_run
 
-        self.run = load_run(run_dir, device=device)
-        self.max_n = max_n
-        self.lock = threading.Lock()
-        self._detector = None
-        self._ratios: dict = {}  # ratio_from -> calibrated llmgan.resample.RatioModel
+def error_body(status: int, message: str, type: str, param: str | None = None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": type, "param": param}}).encode()
 
-    def health(self) -> dict:
-        has_d = False
+
+def error_response(status: int, message: str, type: str, param: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type, "param": param}}, status, headers=headers)
+
+
+# ----------------------------------------------------------------------------------------- the guard
+class Guard:
+    """Pure ASGI middleware: access log, API key, concurrency cap, bounded body with a deadline.
+
+    Pure ASGI (not BaseHTTPMiddleware) so that streaming responses pass through untouched and the body
+    is read exactly once, here.
+    """
+
+    def __init__(self, app: Callable, settings: Settings):
+        self.app, self.settings = app, settings
+        self.in_flight = 0
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = {"code": 0}
+        scope.setdefault("state", {})
+
+        async def logged_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
         try:
-            self.run.discriminator()
-            has_d = True
-        except LLMGanError:
-            pass
-        return {"status": "ok", "run": self.run.run_dir, "algorithm": self.run.cfg.adversarial.algorithm or "mle",
-                "generator": self.run.cfg.generator.name, "discriminator": has_d, "checkpoint": self.run.checkpoint}
+            await self._handle(scope, receive, logged_send)
+        finally:
+            client = scope.get("client")
+            who = f"{client[0]}:{client[1]}" if client else "-"
+            model = scope["state"].get("model", "-")
+            access_log.info('%s - "%s %s HTTP/%s" %d %.1fms model=%s', who, scope["method"], scope["path"],
+                            scope.get("http_version", "1.1"), status["code"], (time.perf_counter() - t0) * 1e3,
+                            model)
 
-    def generate(self, body: dict) -> dict:
-        n = _field(body, "n", int, 1, 1, self.max_n)
-        temperature = _field(body, "temperature", float, 1.0, 0.0, 100.0)
-        top_k = _field(body, "top_k", int, None, 1, self.run.tokenizer.vocab_size)
-        top_p = _field(body, "top_p", float, None, 0.0, 1.0)
-        max_len = _field(body, "max_len", int, self.run.max_len, 1, 4096)
-        seed = _field(body, "seed", int, None, 0, 2**63 - 1)
-        prompt_text = _field(body, "prompt", str, None)
-        g = self.run.generator
-        rng = torch.Generator(device=g.device).manual_seed(seed) if seed is not None else None
-        prompt = None
-        if prompt_text is not None:
-            ids = self.run.encode_prompt(prompt_text)
-            if not ids:
-                raise RequestError("field 'prompt': encodes to no tokens")
-            prompt = torch.tensor([ids] * n, dtype=torch.long, device=g.device)
-        resample = _field(body, "resample", str, None)
-        if resample is not None:  # density-ratio sampling (issue 11)
-            return self._resampled(body, resample, n, temperature, top_k, top_p, max_len, seed, prompt)
-        with self.lock, torch.no_grad():
-            s = g.sample(n, max_len, temperature=temperature, top_k=top_k, top_p=top_p, prompt=prompt, generator=rng)
-        tok = self.run.tokenizer
-        rows = s.tokens.cpu().tolist()
-        lengths = s.lengths.cpu().tolist()
-        texts = [tok.decode(r[:m]) for r, m in zip(rows, lengths)]
-        return {"samples": texts, "n": n, "temperature": temperature}
+    async def _reply(self, send: Callable, status: int, message: str, type: str, param: str | None = None,
+                     headers: dict[str, str] | None = None) -> None:
+        body = error_body(status, message, type, param)
+        hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        hdrs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        await send({"type": "http.response.start", "status": status, "headers": hdrs})
+        await send({"type": "http.response.body", "body": body})
 
-    def _resampled(self, body: dict, method: str, n: int, temperature: float, top_k, top_p, max_len: int,
-                   seed: int | None, prompt) -> dict:
-        from llmgan.resample import METHODS, RATIO_SOURCES, RatioModel, resample_run
-
-        if method not in METHODS:
-            raise RequestError(f"field 'resample': expected one of {', '.join(METHODS)}, got {method!r}")
-        candidates = _field(body, "candidates", int, 8, 1, 1024)
-        ratio_from = _field(body, "ratio_from", str, "d")
-        if ratio_from not in RATIO_SOURCES:
-            raise RequestError(f"field 'ratio_from': expected one of {', '.join(RATIO_SOURCES)}, got {ratio_from!r}")
-        with self.lock:
-            ratios = self._ratios
-            if ratio_from not in ratios:  # calibrated once per server (ratio_calibration.json when stored)
-                ratio = RatioModel(self.run, ratio_from)
-                ratio.calibrate()
-                ratios[ratio_from] = ratio
-            res = resample_run(self.run, n, method=method, candidates=candidates, max_len=max_len,
-                               prompts=prompt[:1].cpu() if prompt is not None else None, temperature=temperature,
-                               top_k=top_k, top_p=top_p, ratio=ratios[ratio_from],
-                               rng=torch.Generator(device=self.run.generator.device).manual_seed(
-                                   seed if seed is not None else int(torch.randint(0, 2**62, (1,)))))
-        tok = self.run.tokenizer
-        texts = [tok.decode(r[:m]) for r, m in zip(res.tokens.tolist(), res.lengths.tolist())]
-        return {"samples": texts, "n": len(texts), "temperature": temperature, "resample": res.stats}
-
-    def detect(self, body: dict) -> dict:
-        texts = body.get("texts")
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise RequestError("field 'texts': expected a non-empty list of strings")
-        if len(texts) > self.max_n:
-            raise RequestError(f"field 'texts': at most {self.max_n} texts per request")
-        from llmgan.detect import Detector
-
-        with self.lock:
-            if self._detector is None:  # the run's D with its calibrated threshold (detector.json)
-                detector = Detector(self.run)
-                detector.load_or_calibrate()
-                self._detector = detector
-            results = self._detector.classify(texts)
-        return {"results": results, "threshold": self._detector.threshold}
-
-
-def make_handler(service: LLMGanService):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "llmgan"
-
-        def _send(self, status: int, payload: dict) -> None:
-            data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, fmt: str, *args) -> None:  # quiet by default; the CLI prints one line at start
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            if self.path.rstrip("/") in ("", "/health"):
-                self._send(200, service.health())
-            else:
-                self._send(404, {"error": f"no route GET {self.path}"})
-
-        def do_POST(self) -> None:  # noqa: N802
-            routes = {"/generate": service.generate, "/detect": service.detect}
-            route = routes.get(self.path.rstrip("/"))
-            if route is None:
-                self._send(404, {"error": f"no route POST {self.path}"})
+    async def _handle(self, scope: dict, receive: Callable, send: Callable) -> None:
+        s = self.settings
+        path: str = scope["path"]
+        api = path.startswith("/v1/")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if api and s.api_key is not None:
+            auth = headers.get("authorization", "")
+            given = auth[7:] if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
+            if not hmac.compare_digest(given.encode(), s.api_key.encode()):
+                await self._reply(send, 401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                                  "authentication_error", headers={"WWW-Authenticate": "Bearer"})
                 return
+        if api and self.in_flight >= s.max_concurrent:
+            await self._reply(send, 429, f"the server is at its limit of {s.max_concurrent} requests in flight; "
+                                         "retry shortly", "rate_limit_error", headers={"Retry-After": "1"})
+            return
+        self.in_flight += 1 if api else 0
+        try:
+            if scope["method"] in ("POST", "PUT", "PATCH"):
+                body = await self._read_body(headers, receive, send)
+                if body is None:
+                    return
+                sent = False
+
+                async def replay() -> dict:
+                    nonlocal sent
+                    if not sent:
+                        sent = True
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    return await receive()  # after the body: the disconnect a stream listens for
+
+                await self.app(scope, replay, send)
+            else:
+                await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1 if api else 0
+
+    async def _read_body(self, headers: dict[str, str], receive: Callable, send: Callable) -> bytes | None:
+        """The whole body, or None after answering 400/408/413. Bytes are counted as they come: the
+        Content-Length header is only used to refuse early."""
+        s = self.settings
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await self._reply(send, 400, "bad Content-Length header", "invalid_request_error")
+                return None
+            if int(declared) > s.max_body:
+                await self._reply(send, 413, f"request body over {s.max_body} bytes", "invalid_request_error")
+                return None
+        chunks: list[bytes] = []
+        size = 0
+        deadline = time.monotonic() + s.body_timeout_s
+        while True:
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY:
-                    raise RequestError(f"request body over {MAX_BODY} bytes")
-                raw = self.rfile.read(length) if length else b"{}"
-                try:
-                    body = json.loads(raw.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    raise RequestError(f"request body is not JSON ({e.__class__.__name__})") from None
-                if not isinstance(body, dict):
-                    raise RequestError("request body must be a JSON object")
-                self._send(200, route(body))
-            except RequestError as e:
-                self._send(400, {"error": str(e)})
-            except LLMGanError as e:
-                self._send(400, {"error": str(e).splitlines()[0]})
-            except Exception as e:  # noqa: BLE001 - a server must answer, not die
-                self._send(500, {"error": f"internal error: {e.__class__.__name__}: {e}"})
-
-    return Handler
+                with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                    message = await receive()
+            except TimeoutError:
+                await self._reply(send, 408, f"the request body did not arrive within {s.body_timeout_s:g} s",
+                                  "invalid_request_error")
+                return None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > s.max_body:
+                await self._reply(send, 413, f"request body over {s.max_body} bytes", "invalid_request_error")
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
 
-def make_server(run_dir: str, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
-                max_n: int = 256) -> ThreadingHTTPServer:
-    service = LLMGanService(run_dir, device=device, max_n=max_n)
-    return ThreadingHTTPServer((host, port), make_handler(service))
+# ----------------------------------------------------------------------------------------- helpers
+def _model(request: Request, registry: Registry, name: str | None) -> ModelService:
+    svc = registry.get(name)
+    request.scope["state"]["model"] = svc.id
+    return svc
+
+
+def _sse(payload: Any) -> bytes:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+
+class _Stream:
+    """Runs one generation in a worker thread and hands its text deltas to the event loop."""
+
+    def __init__(self, work: Callable[..., Generated]):
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.work = work
+
+    def on_delta(self, row: int, text: str) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, ("delta", row, text))
+
+    def start(self) -> asyncio.Task:
+        async def run() -> None:
+            try:
+                out = await anyio.to_thread.run_sync(partial(self.work, on_delta=self.on_delta))
+                self.queue.put_nowait(("done", None, out))
+            except BaseException as e:  # noqa: BLE001 - handed to the response, which reports it
+                self.queue.put_nowait(("error", None, e))
+
+        return asyncio.ensure_future(run())
+
+
+def _error_event(e: BaseException) -> dict:
+    if isinstance(e, ApiError):
+        return {"error": {"message": e.message, "type": e.type, "param": e.param}}
+    log.error("error while streaming", exc_info=e)
+    return {"error": {"message": "internal server error", "type": "server_error", "param": None}}
+
+
+# ----------------------------------------------------------------------------------------- the app
+def create_app(registry: Registry, settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(title="llmgan", version="0.1.0",
+                  description="Generation, scoring and detection with llmgan runs; an OpenAI-compatible subset.")
+    app.state.registry = registry
+    app.state.settings = settings
+    err = {"model": S.ErrorResponse}
+    responses = {c: err for c in (400, 401, 404, 413, 422, 429, 503)}
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, e: ApiError) -> JSONResponse:
+        if e.status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, e.message)
+        return error_response(e.status, e.message, e.type, e.param, e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
+        first = (e.errors() or [{}])[0]
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        kind = first.get("type", "")
+        if kind == "json_invalid":
+            return error_response(400, "request body is not valid JSON", "invalid_request_error")
+        if not loc:
+            if kind == "missing":
+                return error_response(400, "request body is missing: send a JSON object", "invalid_request_error")
+            return error_response(400, "request body must be a JSON object", "invalid_request_error")
+        param = ".".join(loc)
+        msg = "unknown field" if kind == "extra_forbidden" else first.get("msg", "invalid value")
+        return error_response(422, f"{param}: {msg}", "invalid_request_error", param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        if e.status_code == 404:
+            msg, kind = f"no route {request.method} {request.url.path}", "not_found"
+        elif e.status_code == 405:
+            msg, kind = f"method {request.method} not allowed on {request.url.path}", "method_not_allowed"
+        else:
+            msg, kind = str(e.detail).splitlines()[0], "invalid_request_error"
+        return error_response(e.status_code, msg, kind, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(LLMGanError)
+    async def _llmgan(request: Request, e: LLMGanError) -> JSONResponse:
+        # a run-level refusal: one line, with the run's directory replaced by the model's name
+        msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        for svc in registry.models.values():
+            msg = msg.replace(svc.run_dir, svc.id).replace(svc.run.run_dir, svc.id)
+        return error_response(400, msg, "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, e: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=e)
+        return error_response(500, "internal server error (logged on the server)", "server_error")
+
+    async def in_thread(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+
+    # --- pages and metadata ---------------------------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        with open(PAGE, encoding="utf-8") as f:
+            return HTMLResponse(f.read())
+
+    @app.get("/health", response_model=S.Health)
+    async def health() -> S.Health:
+        return S.Health(models=sorted(registry.models))
+
+    @app.get("/v1/models", response_model=S.ModelList, responses=responses)
+    async def models() -> S.ModelList:
+        return S.ModelList(data=[S.ModelCard(**svc.card()) for svc in registry.models.values()])
+
+    @app.get("/v1/models/{model_id}", response_model=S.ModelCard, responses=responses)
+    async def model_card(request: Request, model_id: str) -> S.ModelCard:
+        return S.ModelCard(**_model(request, registry, model_id).card())
+
+    @app.get("/v1/models/{model_id}/metrics", response_model=S.RunMetrics, responses=responses)
+    async def model_metrics(request: Request, model_id: str) -> S.RunMetrics:
+        svc = _model(request, registry, model_id)
+        return S.RunMetrics(model=svc.id, series=svc.series(), sweep=svc.sweep_rows)
+
+    # --- generation ---------------------------------------------------------------------------------
+    def prepare(svc: ModelService, req: S.Sampling, prompts: list[list[int]] | None, *, top_k: int | None = None,
+                z: Any = None, score: bool = False) -> tuple[Callable[..., Generated], Deadline]:
+        rows = req.n * (len(prompts) if prompts is not None else 1)
+        svc.check_n(rows)
+        max_tokens = svc.check_max_tokens(req.max_tokens)
+        if top_k is not None and top_k > svc.run.tokenizer.vocab_size:
+            raise invalid("top_k", f"at most the vocabulary size, {svc.run.tokenizer.vocab_size}")
+        deadline = Deadline.start(svc.limits.timeout_s)
+        work = partial(svc.generate, n=req.n, max_tokens=max_tokens, temperature=req.temperature, top_k=top_k,
+                       top_p=req.top_p, seed=req.seed, prompts=prompts, z=z, deadline=deadline, score=score)
+        return work, deadline
+
+    async def stream(work: Callable[..., Generated], deadline: Deadline, chunk: Callable[[int, str | None,
+                     str | None], dict], usage: bool, n_rows: int) -> StreamingResponse:
+        st = _Stream(work)
+        st.task = st.start()  # held so the task is not collected while it runs
+        first = await st.queue.get()
+        if first[0] == "error":  # failed before the first token (busy, timed out): a plain HTTP error
+            raise first[2]
+
+        async def events() -> AsyncIterator[bytes]:
+            item = first
+            try:
+                while True:
+                    kind, row, x = item
+                    if kind == "delta":
+                        yield _sse(chunk(row, x, None))
+                    elif kind == "done":
+                        for i in range(n_rows):
+                            yield _sse(chunk(i, None, x.finish[i]))
+                        if usage:
+                            yield _sse({**chunk(0, None, None), "choices": [], "usage": {
+                                "prompt_tokens": x.prompt_tokens, "completion_tokens": sum(x.tokens),
+                                "total_tokens": x.prompt_tokens + sum(x.tokens)}})
+                        yield b"data: [DONE]\n\n"
+                        return
+                    else:
+                        if not (isinstance(x, Stopped) and x.reason == "cancelled"):
+                            yield _sse(_error_event(x))
+                        return
+                    item = await st.queue.get()
+            finally:
+                deadline.cancelled.set()  # a client that left stops the sampling at its next token
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def usage_of(out: Generated) -> S.Usage:
+        c = sum(out.tokens)
+        return S.Usage(prompt_tokens=out.prompt_tokens, completion_tokens=c, total_tokens=out.prompt_tokens + c)
+
+    def completion_prompts(svc: ModelService, prompt: str | list[str] | None) -> list[list[int]] | None:
+        if isinstance(prompt, list):
+            if not svc.conditional and all(not p for p in prompt):
+                return None
+            if not prompt:
+                raise invalid("prompt", "an empty list: give at least one prompt")
+            return [svc.prompt_ids(p, f"prompt.{i}") or [] for i, p in enumerate(prompt)]
+        ids = svc.prompt_ids(prompt)
+        return [ids] if ids is not None else None
+
+    @app.post("/v1/completions", response_model=S.CompletionResponse, responses=responses)
+    async def completions(request: Request, req: S.CompletionRequest) -> Any:
+        svc = _model(request, registry, req.model)
+        prompts = completion_prompts(svc, req.prompt)
+        work, deadline = prepare(svc, req, prompts)
+        cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        if req.stream:
+            def chunk(row: int, text: str | None, finish: str | None) -> dict:
+                return {"id": cid, "object": "text_completion", "created": created, "model": svc.id,
+                        "choices": [{"text": text or "", "index": row, "logprobs": None, "finish_reason": finish}]}
+
+            rows = req.n * (len(prompts) if prompts else 1)
+            return await stream(work, deadline, chunk, bool(req.stream_options and req.stream_options.include_usage),
+                                rows)
+        out: Generated = await in_thread(work)
+        return S.CompletionResponse(id=cid, created=created, model=svc.id, usage=usage_of(out), choices=[
+            S.CompletionChoice(text=t, index=i, finish_reason=f)
+            for i, (t, f) in enumerate(zip(out.texts, out.finish))])
+
+    @app.post("/v1/chat/completions", response_model=S.ChatCompletionResponse, responses=responses)
+    async def chat_completions(request: Request, req: S.ChatCompletionRequest) -> Any:
+        svc = _model(request, registry, req.model)
+        prompts = [svc.chat_prompt_ids([m.model_dump() for m in req.messages])]
+        work, deadline = prepare(svc, req, prompts)
+        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        if req.stream:
+            def chunk(row: int, text: str | None, finish: str | None) -> dict:
+                delta = {} if text is None else {"role": "assistant", "content": text}
+                return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": svc.id,
+                        "choices": [{"index": row, "delta": delta, "finish_reason": finish}]}
+
+            return await stream(work, deadline, chunk, bool(req.stream_options and req.stream_options.include_usage),
+                                req.n)
+        out: Generated = await in_thread(work)
+        return S.ChatCompletionResponse(id=cid, created=created, model=svc.id, usage=usage_of(out), choices=[
+            S.ChatChoice(index=i, message=S.AssistantMessage(content=t), finish_reason=f)
+            for i, (t, f) in enumerate(zip(out.texts, out.finish))])
+
+    @app.post("/v1/generate", response_model=S.GenerateResponse, responses=responses)
+    async def generate(request: Request, req: S.GenerateRequest) -> S.GenerateResponse:
+        if req.stream:
+            raise invalid("stream", "POST /v1/generate does not stream; use /v1/completions with stream: true")
+        svc = _model(request, registry, req.model)
+        ids = svc.prompt_ids(req.prompt)
+        z = svc.latent(req.z, req.n)
+        work, _ = prepare(svc, req, [ids] if ids is not None else None, top_k=req.top_k, z=z,
+                          score=req.score and svc.detector is not None)
+        out: Generated = await in_thread(work)
+        return S.GenerateResponse(model=svc.id, samples=[
+            S.GeneratedSample(text=t, tokens=k, finish_reason=f, log_prob=lp,
+                              realness=None if out.realness is None else out.realness[i])
+            for i, (t, k, f, lp) in enumerate(zip(out.texts, out.tokens, out.finish, out.log_probs))])
+
+    @app.post("/v1/score", response_model=S.ScoreResponse, responses=responses)
+    async def score(request: Request, req: S.TextsRequest) -> S.ScoreResponse:
+        svc = _model(request, registry, req.model)
+        svc.check_texts(req.texts, req.prompts)
+        out = await in_thread(svc.realness, req.texts, req.prompts, Deadline.start(svc.limits.timeout_s))
+        return S.ScoreResponse(model=svc.id, scores=[S.Score(realness=r) for r in out])
+
+    @app.post("/v1/detect", response_model=S.DetectResponse, responses=responses)
+    async def detect(request: Request, req: S.TextsRequest) -> S.DetectResponse:
+        svc = _model(request, registry, req.model)
+        svc.check_texts(req.texts, req.prompts)
+        out = await in_thread(svc.detect, req.texts, req.prompts, Deadline.start(svc.limits.timeout_s))
+        return S.DetectResponse(model=svc.id, threshold=svc.detector.threshold,
+                                results=[S.Detection(**r) for r in out])
+
+    return app
+
+
+def create_asgi(registry: Registry, settings: Settings | None = None) -> Guard:
+    """The app behind its guard: what uvicorn (and the tests' clients) talk to."""
+    settings = settings or Settings()
+    return Guard(create_app(registry, settings), settings)
+

@@ -1,34 +1,83 @@
-"""``llmgan serve RUN_DIR``: the HTTP service (llmgan.serve.app)."""
+"""``llmgan serve RUN_DIR [RUN_DIR ...]``: the FastAPI service (llmgan.serve.app) on uvicorn."""
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import sys
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 def cmd_serve(args) -> int:
-    from llmgan.serve.app import make_server
+    from llmgan.errors import ConfigError
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    server = make_server(args.run_dir, host=args.host, port=args.port, device=args.device, max_n=args.max_n)
-    host, port = server.server_address[:2]
-    print(f"llmgan serving {args.run_dir} on http://{host}:{port} (GET /health, POST /generate, POST /detect)",
+    api_key = args.api_key or os.environ.get("LLMGAN_API_KEY") or None
+    if not _loopback(args.host) and api_key is None:
+        raise ConfigError(f"serve: --host {args.host} is reachable from other machines; give --api-key KEY "
+                          "(or LLMGAN_API_KEY), or keep the default 127.0.0.1")
+    for name, v in (("--max-n", args.max_n), ("--max-tokens", args.max_tokens), ("--max-texts", args.max_texts),
+                    ("--max-concurrent", args.max_concurrent), ("--max-body", args.max_body)):
+        if v < 1:
+            raise ConfigError(f"serve: {name} must be at least 1, got {v}")
+    if args.timeout <= 0:
+        raise ConfigError(f"serve: --timeout must be positive, got {args.timeout}")
+    from llmgan.serve.app import Settings, create_asgi
+    from llmgan.serve.server import bind, make_server
+    from llmgan.serve.service import Limits, Registry
+
+    if args.calibration_n < 1:
+        raise ConfigError(f"serve: --calibration-n must be at least 1, got {args.calibration_n}")
+    print(f"llmgan serve: loading {len(args.run_dir)} run(s), calibrating their detectors", file=sys.stderr,
           flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    registry = Registry.load(args.run_dir, device=args.device, calibration_n=args.calibration_n,
+                             sweeps=args.sweep or (),
+                             limits=Limits(args.max_n, args.max_tokens, args.max_texts, args.timeout))
+    settings = Settings(api_key=api_key, max_body=args.max_body, max_concurrent=args.max_concurrent,
+                        body_timeout_s=args.header_timeout)
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"llmgan serving {', '.join(registry.models)} on http://{shown}:{port}/ (the page; API under /v1, "
+          f"docs at /docs)", flush=True)
+    server = make_server(create_asgi(registry, settings), header_timeout=args.header_timeout,
+                         log_level=args.log_level)
+    server.run(sockets=[sock])
     return 0
 
 
 def register(sub) -> None:
-    s = sub.add_parser("serve", help="HTTP service over a run: /health, /generate, /detect")
-    s.add_argument("run_dir")
-    s.add_argument("--host", default="127.0.0.1")
+    s = sub.add_parser("serve", help="HTTP service over runs: OpenAI-compatible API, /v1/generate, "
+                                     "/v1/score, /v1/detect and a page")
+    s.add_argument("run_dir", nargs="+", help="run directories; each is served as a model named after it")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/ (also "
+                                                  "LLMGAN_API_KEY)")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--max-n", type=int, default=256, help="most samples/texts per request")
+    s.add_argument("--max-n", type=int, default=64, help="most samples per request (per model)")
+    s.add_argument("--max-tokens", type=int, default=512, help="most tokens per sample (per model)")
+    s.add_argument("--max-texts", type=int, default=256, help="most texts per /v1/score or /v1/detect request")
+    s.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take (then 503)")
+    s.add_argument("--max-concurrent", type=int, default=16, help="requests in flight before 429s")
+    s.add_argument("--max-body", type=int, default=1 << 20, help="largest request body in bytes (413 above)")
+    s.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a client has to send its headers, and again its body")
+    s.add_argument("--calibration-n", type=int, default=500,
+                   help="samples for the detector's threshold, calibrated at start-up unless detector.json "
+                        "already holds one for the run's checkpoint")
+    s.add_argument("--sweep", action="append", help="a sweep.csv (llmgan sweep/report) to plot on the page")
+    s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(func=cmd_serve)
