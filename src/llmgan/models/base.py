@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from llmgan import interrupt
 from llmgan.models.output import token_log_probs, weighted_token_nll
 from llmgan.models.sampling import gumbel_softmax, sample_from_hidden
 
@@ -353,6 +354,7 @@ class Generator(nn.Module):
         logps = torch.zeros(B, max_len, device=self.device)
         alive = torch.ones(B, dtype=torch.bool, device=self.device)
         for t in range(max_len):
+            interrupt.point()  # SIGTERM during training: stop here (the engine rolls back)
             token, lp, state = self._sample_next(token, state, temperature, top_k, top_p, generator, ban_ids)
             if self.eos_id is not None:
                 token = torch.where(alive, token, torch.full_like(token, pad))
@@ -386,6 +388,7 @@ class Generator(nn.Module):
         token: Tensor = self._bos(n).squeeze(1)
         softs, hards = [], []
         for _ in range(max_len):
+            interrupt.point()
             logits, state = self.step(token, state)
             soft, hard = gumbel_softmax(logits.float(), tau, generator)
             softs.append(soft)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from llmgan import interrupt
 from llmgan.data import EncodedCorpus
 from llmgan.metrics.nll import corpus_nll  # noqa: F401 - re-exported (tests, CLI)
 from llmgan.models.base import Generator
@@ -28,6 +29,7 @@ def sample_tokens(
     generator.eval()
     toks, lens = [], []
     for start in range(0, n, batch_size):
+        interrupt.point()
         s = generator.sample(
             min(batch_size, n - start), max_len, temperature=temperature, top_k=top_k, top_p=top_p, generator=rng,
             ban_ids=ban_ids,
