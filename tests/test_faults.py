@@ -96,7 +96,8 @@ def reference_run(oracle_path, tmp_path_factory):
 # interruption point means "right after an MLE optimizer step" (MLE steps have no point inside).
 SIGTERM_POINTS = {
     "mle_step": lambda tr, n: tr.state["phase"] == "mle" and tr.state["mle_step"] == 3 and n is None,
-    "mle_eval": lambda tr, n: tr.state["phase"] == "mle" and tr.state["epoch"] == 1 and n == 2,
+    # the epoch-1 evaluation, 3 token steps into its sampling (point 1 is the batch loop's, 2 the first token's)
+    "mle_eval": lambda tr, n: tr.state["phase"] == "mle" and tr.state["epoch"] == 1 and n == 5,
     # 3rd D minibatch of the 2nd pre-training refresh: D and its Adam moments were already updated twice
     "d_pretrain_minibatch": lambda tr, n: tr.state["phase"] == "d_pretrain" and tr.state["d_pretrain"] == 1
     and n == 3 + 8,  # 8 token steps of sampling come first
@@ -179,9 +180,9 @@ def test_sigterm_inside_every_phase_checkpoints_and_resumes_exactly(where, oracl
     assert_bitwise_equal(expected, final_tensors(run_dir))
 
 
-def test_stop_during_gad_ppo_epochs_rolls_the_generator_back(oracle_path, tmp_path, monkeypatch, reference_run):
-    """GAD updates G several times in one G step (PPO epochs) and samples in between on the next step:
-    a stop at the second G step's sampling, after the first step's updates, resumes exactly."""
+def test_stop_inside_a_gad_g_step_resumes_exactly(oracle_path, tmp_path, monkeypatch, reference_run):
+    """A second algorithm family (GAD: groups of responses, PPO epochs): a stop while the second G step
+    of round 1 samples its groups resumes to the uninterrupted run's tensors."""
     expected, _ = reference_run("gad")
     cfg = fault_config(oracle_path, "gad")
     run_dir = str(tmp_path / "cut")
