@@ -287,6 +287,10 @@ def validate(cfg: RunConfig) -> None:
         len(d.split) == 3 and all(x >= 0 for x in d.split) and sum(d.split) > 0,
         f"data.split: expected three non-negative fractions, got {d.split}",
     )
+    _require(  # a sum off 1 was silently renormalised: [0.5, 0.6, 0.1] trained on 42%, not 50%
+        abs(sum(d.split) - 1.0) <= 1e-6,
+        f"data.split: the train/valid/test fractions must sum to 1, got {d.split} (sum {sum(d.split):g})",
+    )
     _require(
         d.train is not None or d.oracle is not None, "data.train: a training file is required (or set data.oracle)"
     )

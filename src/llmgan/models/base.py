@@ -29,7 +29,7 @@ from torch import Tensor
 
 from llmgan import interrupt
 from llmgan.models.output import token_log_probs, weighted_token_nll
-from llmgan.models.sampling import gumbel_softmax, sample_from_hidden
+from llmgan.models.sampling import check_sampling_options, gumbel_softmax, sample_from_hidden
 
 
 @dataclass
@@ -342,7 +342,9 @@ class Generator(nn.Module):
         (used by Monte-Carlo rollouts). The loop stops early once every row has ended. A generator
         trained with a latent code (``set_latent_sampling``) draws z ~ N(0, I) from ``generator`` when
         no z is given. ``ban_ids`` (1-D token ids) are never sampled (``llmgan generate --ban``).
+        Bad options (temperature NaN, top_p 1.5, ...) raise a ConfigError naming them.
         """
+        check_sampling_options(temperature=temperature, top_k=top_k, top_p=top_p)
         if state is None:
             if z is None and bool(getattr(self, "latent_in_use", False)):
                 z = torch.randn(n, self.latent.in_features, generator=generator, device=self.device)

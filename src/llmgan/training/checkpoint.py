@@ -9,6 +9,8 @@ Layout of one checkpoint (a directory):
         state.json                  step counters, phase, RNG states, optimizer hyper-parameters (written last)
     checkpoints/step-0000123.1/     a later save of the same step (D pre-training re-saves one step)
     checkpoints/latest              a text file naming the newest complete checkpoint
+    checkpoints/best                (early-stopping runs) the checkpoint of the best validation NLL;
+                                    never pruned, and what generate/evaluate load (llmgan.run)
 
 A checkpoint is written into a hidden temporary directory, every file fsynced, and renamed to a
 name no other checkpoint has; ``latest`` is then replaced atomically, and only after that are old
@@ -139,8 +141,10 @@ class Checkpointer:
         optimizers: dict[str, torch.optim.Optimizer],
         state: dict,
         generators: dict[str, torch.Generator] | None = None,
+        best: bool = False,
     ) -> str | None:
-        """Write a checkpoint of ``step`` under a new directory and point ``latest`` at it."""
+        """Write a checkpoint of ``step`` under a new directory and point ``latest`` at it (and ``best``,
+        when ``best``: the pointer moves after ``latest``, so a crash in between keeps the old best)."""
         if not self.is_writer:
             return None
         if not os.path.isdir(self.dir):
@@ -172,6 +176,8 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         atomic_write_text(os.path.join(self.dir, "latest"), name + "\n")  # the commit point
+        if best:
+            atomic_write_text(os.path.join(self.dir, "best"), name + "\n")
         self._prune(keep_name=name)
         return final
 
@@ -202,6 +208,9 @@ class Checkpointer:
             return
         i = names.index(keep_name)
         kept = set(names[max(0, i - (self.keep - 1)) : i + 1])
+        best = self._pointer("best")
+        if best is not None:  # the best checkpoint outlives keep_checkpoints (it may be the oldest)
+            kept.add(best)
         for old in names:
             if old in kept:
                 continue
@@ -211,6 +220,21 @@ class Checkpointer:
             except OSError:
                 continue  # a leftover of the same name (next save cleans it), or already gone
             shutil.rmtree(doomed, ignore_errors=True)
+
+    def _pointer(self, name: str) -> str | None:
+        try:
+            with open(os.path.join(self.dir, name), encoding="utf-8") as f:
+                target = f.read().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return target if checkpoint_key(target) is not None else None
+
+    def best(self) -> str | None:
+        """Path of the best-validation checkpoint (early-stopping runs), None when there is none."""
+        name = self._pointer("best")
+        if name is None or not self._complete(name):
+            return None
+        return os.path.join(self.dir, name)
 
     def latest(self) -> str | None:
         """Path of the checkpoint ``latest`` names, or None when no save has completed.

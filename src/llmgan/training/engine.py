@@ -32,7 +32,7 @@ from llmgan import interrupt
 from llmgan.config import RunConfig, save_config
 from llmgan.data import RunData
 from llmgan.data.conditional import trim_prompt
-from llmgan.errors import CheckpointError, TrainingDiverged
+from llmgan.errors import CheckpointError, ConfigError, TrainingDiverged
 from llmgan.fileio import atomic_write_text
 from llmgan.models.factory import make_generator
 from llmgan.training import distributed as dist_utils
@@ -132,6 +132,12 @@ class Trainer:
         dist_utils.maybe_init(self.device)
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
         seed_everything(cfg.seed)
+        if self.resume and not os.path.isfile(os.path.join(self.run_dir, "config.yaml")):
+            # a typo in --out must not silently start a new run from scratch
+            raise CheckpointError(
+                f"--resume: {self.run_dir} is not a run directory (no config.yaml); check the path, "
+                "or drop --resume to start a new run there"
+            )
         os.makedirs(self.run_dir, exist_ok=True)
         self.checkpointer = Checkpointer(self.run_dir, keep=cfg.train.keep_checkpoints, is_writer=dist_utils.is_main())
         latest = self.checkpointer.latest() if self.resume else None
@@ -187,8 +193,24 @@ class Trainer:
         ckpt = Checkpointer(run_dir).latest()
         if ckpt is None:
             raise CheckpointError(f"train.init_from: {run_dir} has no checkpoint")
+        self._check_init_tokenizer(run_dir)
         fresh = load_model_weights(self.generator, os.path.join(ckpt, "generator.safetensors"), allow_missing=True)
         info(f"generator initialised from {ckpt}" + (f" (new, not in it: {', '.join(fresh)})" if fresh else ""))
+
+    def _check_init_tokenizer(self, run_dir: str) -> None:
+        """Refuse an init_from run whose tokenizer differs from this run's (ids would mean other tokens)."""
+        from llmgan.data import load_tokenizer
+
+        path = os.path.join(run_dir, "tokenizer.json")
+        if not os.path.isfile(path):
+            return
+        theirs, ours = load_tokenizer(path), self.data.tokenizer
+        if theirs.kind != ours.kind or theirs.vocab_size != ours.vocab_size:
+            raise ConfigError(
+                f"train.init_from: {run_dir} was trained with a {theirs.kind!r} tokenizer of {theirs.vocab_size} "
+                f"tokens, this run has a {ours.kind!r} tokenizer of {ours.vocab_size}; init_from needs the same "
+                f"tokenizer (set data.tokenizer={theirs.kind} and the same data, or start without init_from)"
+            )
 
     @property
     def global_step(self) -> int:
@@ -208,7 +230,8 @@ class Trainer:
             out.update(self.adversarial.optimizers())
         return out
 
-    def save(self) -> None:
+    def save(self, best: bool = False) -> None:
+        """Checkpoint everything; ``best``: this is the best validation NLL so far (kept from pruning)."""
         self.state["sched"] = self.g_sched.state_dict()
         if self.adversarial is not None:
             self.state["algorithm"] = self.adversarial.algorithm.state_dict()
@@ -218,6 +241,7 @@ class Trainer:
             self.optimizers(),
             dict(self.state),
             generators={"sample": self.sample_rng, "data": self.data_rng},
+            best=best,
         )
         if path:
             self.latest_checkpoint = path
@@ -450,6 +474,7 @@ class Trainer:
         if done % t.eval_every == 0 or finished:
             metrics = self.sub_step(self.evaluate)
             self.state["epoch_end_pending"] = False
+            best_before = self.state.get("best_valid")
             if self._early_stop(metrics):
                 info(
                     f"early stopping after epoch {done}: validation NLL has not improved "
@@ -457,6 +482,9 @@ class Trainer:
                 )
                 self.state["early_stopped"] = True
                 return True
+            if t.early_stopping is not None and self.state.get("best_valid") != best_before:
+                self.save(best=True)  # a new best: checkpointed now and protected from pruning
+                return False
         self.state["epoch_end_pending"] = False
         if done % t.checkpoint_every == 0 and not finished:
             self.save()
