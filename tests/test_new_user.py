@@ -177,3 +177,60 @@ def test_data_split_must_sum_to_one(tmp_path):
     with pytest.raises(ConfigError, match=r"data.split: .* sum to 1, got \[0.5, 0.6, 0.1\] \(sum 1.2\)"):
         load_config(None, [f"data.train={train}", "data.split=[0.5, 0.6, 0.1]"])
     load_config(None, [f"data.train={train}", "data.split=[0.8, 0.1, 0.1]"])  # float rounding is fine
+
+
+# ------------------------------------------------------------------------------ corrupt artefacts, disk full
+def _copy_run(word_run: str, tmp_path) -> tuple[str, str]:
+    import shutil
+
+    run_dir = str(tmp_path / "copy")
+    shutil.copytree(word_run, run_dir)
+    return run_dir, os.path.join(Checkpointer(run_dir).latest(), "generator.safetensors")
+
+
+@pytest.mark.parametrize("damage", ["bit_flip_in_data", "truncated", "bit_flip_in_header"])
+def test_a_damaged_checkpoint_file_is_a_one_line_error_never_a_silent_load(damage, word_run, tmp_path, capsys):
+    run_dir, path = _copy_run(word_run, tmp_path)
+    data = bytearray(open(path, "rb").read())
+    if damage == "bit_flip_in_data":
+        data[-3] ^= 0x10  # a weight changes: safetensors itself cannot notice
+    elif damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[12] ^= 0xFF
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    with pytest.raises(CheckpointError, match=r"generator.safetensors: corrupt"):
+        load_run(run_dir)
+    assert main(["generate", run_dir, "-n", "1", "--device", "cpu"]) == 2
+    assert "generator.safetensors: corrupt" in one_error_line(capsys)
+    with pytest.raises(CheckpointError, match="corrupt"):  # resuming from it is refused the same way
+        Checkpointer.load(Checkpointer(run_dir).latest(), {"generator": load_run(word_run).generator})
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypatch):
+    import errno
+
+    import llmgan.training.checkpoint as ck
+
+    cfg = config_from_dict(word_config(make_corpus(tmp_path / "train.txt"), epochs=3, checkpoint_every=1))
+    real, calls = ck.save_tensors, {"n": 0}
+
+    def save_tensors(tensors, path, **kw):
+        calls["n"] += 1
+        if calls["n"] > 3:  # 3 files per checkpoint: the second checkpoint's first file finds no space
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, path, **kw)
+
+    monkeypatch.setattr(ck, "save_tensors", save_tensors)
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"disk full\); the previous checkpoint .*step-\d+ is intact"):
+        Trainer(cfg, run_dir).run()
+    monkeypatch.setattr(ck, "save_tensors", real)
+    assert load_run(run_dir).generator is not None
+    assert not [n for n in os.listdir(os.path.join(run_dir, "checkpoints")) if n.startswith(".tmp-")]
+
+
+def test_an_unknown_config_key_suggests_the_close_one():
+    with pytest.raises(ConfigError, match=r"unknown config key train.'epoch' \(did you mean train.epochs\?"):
+        load_config(None, ["data.oracle=seqgan", "train.epoch=3"])

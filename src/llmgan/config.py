@@ -180,8 +180,12 @@ def _from_dict(cls: type, data: dict, where: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
+        import difflib
+
         prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r} (valid: {', '.join(sorted(names))})")
+        close = difflib.get_close_matches(str(unknown[0]), sorted(names), n=1)
+        hint = f"did you mean {prefix}{close[0]}? " if close else ""
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r} ({hint}valid: {', '.join(sorted(names))})")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for k, v in data.items():

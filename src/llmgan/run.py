@@ -17,7 +17,7 @@ from llmgan.data import EncodedCorpus, Tokenizer, encode_corpus, load_texts, loa
 from llmgan.errors import CheckpointError, LLMGanError
 from llmgan.models.base import Generator
 from llmgan.models.factory import make_discriminator, make_generator
-from llmgan.training.checkpoint import Checkpointer, load_model_weights
+from llmgan.training.checkpoint import Checkpointer, load_model_weights, verify_checkpoint_file
 
 
 @dataclass
@@ -41,6 +41,7 @@ class LoadedRun:
             if not os.path.isfile(path):
                 raise CheckpointError(f"{self.run_dir}: this run has no discriminator (an MLE-only run?)")
             d = make_discriminator(self.cfg.discriminator, self.tokenizer).to(self.generator.device)
+            verify_checkpoint_file(self.checkpoint, "discriminator.safetensors")
             load_model_weights(d, path)
             self._discriminator = d.eval()
         return self._discriminator
@@ -106,6 +107,7 @@ def load_run(run_dir: str, device: str | torch.device = "cpu", checkpoint: str =
     tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer.json"))
     ckpt = pick_checkpoint(run_dir, cfg, checkpoint)
     generator = make_generator(cfg.generator, tokenizer)
+    verify_checkpoint_file(ckpt, "generator.safetensors")
     load_model_weights(generator, os.path.join(ckpt, "generator.safetensors"))
     generator.to(device).eval()
     oracle = None

@@ -20,6 +20,8 @@ checkpoint, the previous one or the new one. No pickle anywhere.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import random
@@ -89,6 +91,31 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 
 # --- whole checkpoints -------------------------------------------------------------------------
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checkpoint_file(ckpt_dir: str, name: str) -> None:
+    """Compare ``name``'s SHA-256 with the one state.json recorded at save: a bit flip in a tensor
+    would otherwise load silently as wrong weights. Checkpoints from before checksums pass."""
+    try:
+        with open(os.path.join(ckpt_dir, "state.json"), encoding="utf-8") as f:
+            expected = json.load(f).get("files", {}).get(name)
+    except (OSError, ValueError):
+        return  # Checkpointer.load reports a missing or corrupt state.json itself
+    path = os.path.join(ckpt_dir, name)
+    if expected is not None and os.path.isfile(path) and file_sha256(path) != expected:
+        raise CheckpointError(
+            f"{path}: corrupt (its SHA-256 differs from the one recorded when it was saved); "
+            "use an older checkpoint of the run or retrain"
+        )
+
+
+
 _NAME = re.compile(r"^step-(\d+)(?:\.(\d+))?$")
 
 
@@ -166,12 +193,27 @@ class Checkpointer:
             for key, g in (generators or {}).items():
                 rng_tensors[f"gen.{key}"] = g.get_state()
             save_tensors(rng_tensors, os.path.join(tmp, "rng.safetensors"), sync_dir=False)
-            payload = {"step": step, "state": state, "optimizers": opt_meta, "rng": rng_meta}
+            # checksums of every file (read back from the page cache), verified on load
+            files = {n: file_sha256(os.path.join(tmp, n)) for n in sorted(os.listdir(tmp))
+                     if n.endswith(".safetensors")}
+            payload = {"step": step, "state": state, "optimizers": opt_meta, "rng": rng_meta, "files": files}
             # state.json last: a directory holding it holds every other file of the checkpoint
             atomic_write_text(os.path.join(tmp, "state.json"), json.dumps(payload, indent=1), sync_dir=False)
             fsync_dir(tmp)
             os.rename(tmp, final)  # a fresh name: nothing is removed or replaced
             fsync_dir(self.dir)
+        except OSError as e:  # disk full, quota, read-only: say what survived
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                kept = self.latest()
+            except CheckpointError:
+                kept = None
+            why = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+            raise CheckpointError(
+                f"{self.dir}: could not write the checkpoint of step {step} ({why}); "
+                + (f"the previous checkpoint {kept} is intact" if kept else "no earlier checkpoint exists")
+                + ", free space and continue with --resume"
+            ) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -282,6 +324,8 @@ class Checkpointer:
             raise CheckpointError(f"{state_path}: checkpoint state not found") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{state_path}: corrupt checkpoint state ({e})") from None
+        for name in payload.get("files", {}):
+            verify_checkpoint_file(path, name)
         for key, model in models.items():
             load_model_weights(model, os.path.join(path, f"{key}.safetensors"))
         for key, opt in (optimizers or {}).items():
