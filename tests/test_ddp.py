@@ -61,6 +61,35 @@ def test_ddp_equals_one_process_on_the_global_batch(tmp_path, algo, port):
     assert moved > 1e-3
 
 
+def test_fsdp_hf_generator_equals_one_process_and_checkpoints_unsharded(tmp_path):
+    """train.fsdp: a tiny Llama (no dropout) sharded over 2 gloo ranks by FSDP2 trains to the weights of
+    one unsharded process on the global batch; its checkpoint holds full tensors (loads on one process,
+    as `llmgan generate` does) and a resumed sharded run reads it back into its shards."""
+    from llmgan.models.hf import make_tiny_hf_model
+    from llmgan.run import load_run
+
+    data = corpus(tmp_path / "train.txt")
+    lines = [ln for ln in open(data).read().splitlines() if ln]
+    make_tiny_hf_model(str(tmp_path / "hf"), "llama", lines, hidden=16, layers=2, heads=2, max_positions=32)
+    proc = torchrun(["ddp", "mle_fsdp", data, str(tmp_path)], 29539)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "generator sharded over 2 ranks (2 blocks)" in proc.stderr
+    proc = single(["single", "mle_fsdp", data, str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp, ref = load_tensors(str(tmp_path / "ddp.safetensors")), load_tensors(str(tmp_path / "single.safetensors"))
+    assert ddp.keys() == ref.keys() and len(ref) > 10
+    for k in ref:
+        torch.testing.assert_close(ddp[k], ref[k], rtol=1e-4, atol=1e-5, msg=f"fsdp: {k} differs")
+    run = load_run(str(tmp_path / "run"))  # one process, unsharded
+    for k, v in run.generator.state_dict().items():
+        torch.testing.assert_close(v, ddp[f"generator.{k}"], msg=f"checkpoint: {k}")
+    proc = torchrun(["resume", "mle_fsdp", data, str(tmp_path)], 29541)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = load_tensors(str(tmp_path / "resume.safetensors"))
+    for k in ref:
+        torch.testing.assert_close(resumed[k], ddp[k], rtol=0, atol=0, msg=f"resume: {k}")
+
+
 def test_nan_on_one_rank_stops_every_rank_with_one_line(tmp_path):
     data = corpus(tmp_path / "train.txt")
     t0 = time.time()

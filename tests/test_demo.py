@@ -1,11 +1,26 @@
 """`make demo` end to end at tiny budgets: oracle data, MLE, SeqGAN, MLE continued, table, report."""
 
+import dataclasses
 import json
+import math
 import os
 
 import pytest
+import torch
 
 from llmgan.demo import main
+
+
+def _untrained_oracle_nll(run_dir: str, n: int = 1000) -> float:
+    """Oracle NLL of the run's generator freshly initialised (same config, no training)."""
+    from llmgan.models.factory import make_generator
+    from llmgan.run import load_run
+    from llmgan.training.evaluation import evaluate_run
+
+    run = load_run(run_dir)
+    torch.manual_seed(run.cfg.seed)
+    fresh = dataclasses.replace(run, generator=make_generator(run.cfg.generator, run.tokenizer).eval())
+    return evaluate_run(fresh, metrics=["oracle_nll"], n_samples=n, rng=torch.Generator().manual_seed(1))["oracle_nll"]
 
 
 def test_quick_demo(tmp_path, capsys):
@@ -15,7 +30,19 @@ def test_quick_demo(tmp_path, capsys):
     assert "torch threads: 1 (--threads)" in printed and "estimated time: about" in printed
     assert "SeqGAN, +2 rounds (ours)" in printed and "MLE (SeqGAN paper)" in printed and "9.038" in printed
     summary = json.load(open(out / "summary.json"))
-    assert len(summary) == 3 and all(5.0 < v["oracle_nll"] < 12.0 for v in summary.values())
+    assert len(summary) == 3 and all(math.isfinite(v["oracle_nll"]) for v in summary.values())
+    # trained beats untrained: the same LSTM freshly initialised, scored as the demo scores (1,000 samples), is
+    # ~11.4 (as uniform tokens); 2 quick MLE epochs reach ~10.35. Two SeqGAN rounds need not improve on
+    # their MLE start, only stay near it (a sanity bound that a blow-up fails).
+    untrained = _untrained_oracle_nll(str(out / "mle"))
+
+    def nll(tag: str) -> float:
+        (value,) = [v["oracle_nll"] for k, v in summary.items() if k.startswith(tag)]
+        return value
+
+    mle, cont, gan = nll("MLE, 2 epochs"), nll("MLE, +1 epochs"), nll("SeqGAN, +2 rounds")
+    assert mle < untrained - 0.5 and cont < untrained - 0.5, (mle, cont, untrained)
+    assert abs(gan - mle) < 1.0, (gan, mle)
     html = open(out / "report" / "index.html", encoding="utf-8").read()
     assert "seqgan" in html and "mle_continued" in html and "<img" in html
     assert os.path.isfile(out / "oracle" / "train.txt")

@@ -232,3 +232,24 @@ def test_frozen_d_ablation_keeps_d_fixed(tmp_path):
     assert sum(r.get("phase") == "d_pretrain" for r in recs) == 2  # the warm-up trained D
     adv = [r for r in recs if r.get("phase") == "adversarial"]
     assert len(adv) == 2 and all("d_loss" not in r and math.isfinite(r["reward_mean"]) for r in adv)
+
+
+@pytest.mark.parametrize("algorithm", ["seqgan", "maligan", "rankgan", "relgan", "gsgan", "textgan", "wgangp",
+                                       "scratchgan"])
+def test_algorithms_that_ignore_prompts_refuse_conditional_data(tmp_path, capsys, algorithm):
+    """An algorithm whose updates never read the prompts must not train silently unconditioned on
+    prompt/response data: one ConfigError line naming it (through the CLI, no traceback)."""
+    from llmgan.algorithms.base import ALGORITHMS
+    from llmgan.cli import main
+
+    assert not ALGORITHMS[algorithm].supports_prompts
+    cfg = _cfg(tmp_path, algorithm=algorithm)
+    import yaml
+
+    from llmgan.config import save_config
+
+    save_config(cfg, str(tmp_path / "c.yaml"))
+    assert yaml.safe_load(open(tmp_path / "c.yaml"))["adversarial"]["algorithm"] == algorithm
+    assert main(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("llmgan: error:")]
+    assert len(err) == 1 and f"{algorithm} does not condition on prompts" in err[0], err

@@ -76,3 +76,16 @@ def test_bad_requests_are_400_with_one_line(server, body, message):
 def test_unknown_route_is_404(server):
     assert call(server + "/nothing")[0] == 404
     assert call(server + "/detect", {"texts": []})[0] == 400
+
+
+def test_generate_with_density_ratio_resampling(server):
+    status, out = call(server + "/generate", {"n": 3, "resample": "sir", "candidates": 4, "seed": 1})
+    assert status == 200 and len(out["samples"]) == 3
+    assert out["resample"]["method"] == "sir" and 1.0 <= out["resample"]["ess_mean"] <= 4.0
+    assert call(server + "/generate", {"n": 3, "resample": "sir", "candidates": 4, "seed": 1})[1] == out
+    status, out = call(server + "/generate", {"n": 2, "resample": "rejection", "candidates": 64})
+    assert status == 200 and 0.0 < out["resample"]["acceptance_rate"] <= 1.0
+    status, out = call(server + "/generate", {"resample": "bogus"})
+    assert status == 400 and "resample" in out["error"]
+    status, out = call(server + "/generate", {"resample": "sir", "ratio_from": "ebm"})
+    assert status == 400 and "residual_ebm" in out["error"]

@@ -128,6 +128,8 @@ def cmd_generate(args) -> int:
     from llmgan.training.evaluation import ban_token_ids
 
     ban = ban_token_ids(run.tokenizer, args.ban, what="--ban")
+    if getattr(args, "resample", None):  # density-ratio sampling (issue 11): its own path, below
+        return _generate_resampled(args, run, texts, prompt, max_len, ban)
     z = None
     if args.interpolate:
         latent = getattr(getattr(g, "cfg", None), "latent_dim", 0)
@@ -192,6 +194,50 @@ def cmd_generate(args) -> int:
             from llmgan.training.checkpoint import atomic_write_text
 
             atomic_write_text(args.out, "\n".join(lines) + "\n")
+    if args.out:
+        print(f"wrote {len(rows)} samples to {args.out}", file=sys.stderr)
+    else:
+        for line in lines:
+            print(line)
+    return 0
+
+
+def _generate_resampled(args, run, texts, prompt, max_len, ban) -> int:
+    """``generate --resample``: SIR / rejection sampling with the run's D (or residual EBM) as a density
+    ratio (llmgan.resample). Samples go where plain samples go; the acceptance rate / effective sample
+    size and the sampling cost go to stderr as one ``resample: {json}`` line."""
+    import torch
+
+    from llmgan.resample import resample_run
+    from llmgan.training.data_setup import write_ids
+
+    if args.interpolate:
+        raise LLMGanError("--resample: cannot be combined with --interpolate (it picks among fresh samples)")
+    res = resample_run(
+        run, args.n, method=args.resample, candidates=args.candidates, ratio_from=args.ratio_from,
+        calibration=args.calibration, max_len=max_len, prompts=prompt, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, ban_ids=ban,
+        rng=torch.Generator(device=run.generator.device).manual_seed(args.seed),
+        n_calibration=args.calibration_n, recalibrate=args.recalibrate,
+    )
+    rows = res.tokens
+    if run.tokenizer.kind == "ids":
+        lines = [" ".join(map(str, r)) for r in rows.tolist()]
+        if args.out:
+            write_ids(args.out, rows)
+    else:
+        lines = [run.tokenizer.decode(r) for r in rows.tolist()]
+        if texts is not None and args.json:  # rejection may return fewer than n per prompt: use each row's group
+            lines = [json.dumps({"prompt": texts[int(gi)], "response": line}, ensure_ascii=False)
+                     for gi, line in zip(res.group.tolist(), lines)]
+        if args.out:
+            from llmgan.training.checkpoint import atomic_write_text
+
+            atomic_write_text(args.out, "\n".join(lines) + ("\n" if lines else ""))
+    print("resample: " + json.dumps(res.stats), file=sys.stderr)
+    if res.stats["n_out"] < res.stats.get("requested", res.stats["n_out"]):
+        print(f"llmgan: warning: rejection sampling kept {res.stats['n_out']} of {res.stats['requested']} requested "
+              f"samples within {args.candidates} candidates each (raise --candidates)", file=sys.stderr)
     if args.out:
         print(f"wrote {len(rows)} samples to {args.out}", file=sys.stderr)
     else:
@@ -289,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="never sample this token, e.g. --ban '<unk>' (repeatable)")
     g.add_argument("--checkpoint", default="auto", choices=["auto", "latest", "best"],
                    help="auto (default): the best-validation one of an early-stopped MLE run, else the latest")
+    # density-ratio sampling (issue 11; llmgan.resample)
+    g.add_argument("--resample", choices=["sir", "rejection"], default=None,
+                   help="correct G with its discriminator read as p_data/p_G: sampling-importance-resampling "
+                        "or rejection sampling (needs a run with a discriminator)")
+    g.add_argument("--candidates", type=int, default=8,
+                   help="--resample sir: candidates per output (K); rejection: at most n*K proposals (default 8)")
+    g.add_argument("--ratio-from", choices=["d", "ebm"], default="d",
+                   help="d: the run's discriminator, Platt-calibrated; ebm: a residual_ebm run's energy")
+    g.add_argument("--calibration", choices=["platt", "temperature", "none"], default=None,
+                   help="how D's logit becomes a log-ratio (default: platt for d, none for ebm)")
+    g.add_argument("--calibration-n", type=int, default=500,
+                   help="held-out real texts (and as many fresh samples) to calibrate on (default 500)")
+    g.add_argument("--recalibrate", action="store_true", help="refit the calibration (ratio_calibration.json)")
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score a run: oracle NLL, held-out NLL, and text metrics")

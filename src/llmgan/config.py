@@ -22,8 +22,8 @@ from llmgan.errors import ConfigError
 @dataclass
 class DataConfig:
     train: str | None = None  # training file (.txt one sample per line, or .jsonl); None with `oracle` set: sampled
-    valid: str | None = None  # validation file; None: split off the training file by `split`
-    test: str | None = None  # test file; None: split off the training file by `split`
+    valid: str | None = None  # validation file; None: split off the training file by `split` (oracle runs: sampled)
+    test: str | None = None  # test file; None: split off the training file by `split` (oracle runs: sampled)
     field: str = "text"  # JSONL field holding the text
     split: list[float] = dc_field(default_factory=lambda: [0.9, 0.05, 0.05])  # train/valid/test fractions
     tokenizer: str = "word"  # word | char | bpe | ids (integer ids, the oracle's format) | hf (the hf: model's own)
@@ -35,7 +35,8 @@ class DataConfig:
     dedup: bool = False  # drop exact duplicate training samples (after normalisation)
     oracle: str | None = None  # "seqgan" (the exact SeqGAN oracle), or a path to a random oracle's .safetensors
     oracle_samples: int = 10000  # with `oracle` and no `train`: training samples drawn from the oracle
-    oracle_test_samples: int = 10000  # ... and held-out samples drawn for validation/test
+    oracle_test_samples: int = 10000  # ... and held-out samples drawn for the test set
+    oracle_valid_samples: int | None = None  # validation drawn apart from test (own seed); None: oracle_test_samples
     seq_len: int = 20  # with `oracle`: sequence length
     # Conditional runs (docs/llm.md). prompt_field set: JSONL {prompt_field, response_field} pairs, MLE = SFT
     # on the responses only; label_field set: class-conditional {field, label_field}, the label is the prompt.
@@ -69,9 +70,10 @@ class TrainConfig:
     log_every: int = 50  # log training loss every this many steps
     checkpoint_every: int = 1  # write a checkpoint every this many epochs (and at the end)
     keep_checkpoints: int = 2  # how many checkpoints to keep on disk
-    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast with a grad scaler, CUDA only)
+    precision: str = "fp32"  # fp32 | bf16 autocast (fp32 + a warning if the device lacks bf16) | fp16 (CUDA, scaled)
     progress: bool = True  # a progress bar with live loss and tokens/second
     init_from: str | None = None  # a run directory whose latest generator (and tokenizer) start this run
+    fsdp: bool = False  # torchrun, hf: generator, MLE/SFT: shard G's weights, grads, Adam state (FSDP2) over ranks
 
 
 @dataclass
@@ -286,6 +288,10 @@ def validate(cfg: RunConfig) -> None:
     )
     _require(d.max_len >= 1, f"data.max_len: expected >= 1, got {d.max_len}")
     _require(d.seq_len >= 1, f"data.seq_len: expected >= 1, got {d.seq_len}")
+    _require(
+        d.oracle_valid_samples is None or d.oracle_valid_samples >= 1,
+        f"data.oracle_valid_samples: expected >= 1 or null, got {d.oracle_valid_samples}",
+    )
     _require(d.min_freq >= 1, f"data.min_freq: expected >= 1, got {d.min_freq}")
     _require(
         len(d.split) == 3 and all(x >= 0 for x in d.split) and sum(d.split) > 0,
@@ -307,6 +313,13 @@ def validate(cfg: RunConfig) -> None:
         t.lr_schedule in ("constant", "cosine", "linear"),
         f"train.lr_schedule: expected constant|cosine|linear, got {t.lr_schedule!r}",
     )
+    if t.fsdp:
+        _require(cfg.generator.name.startswith("hf:"),
+                 f"train.fsdp: shards Hugging Face generators (generator.name: hf:...), got {cfg.generator.name!r}; "
+                 "smaller models train with plain data parallelism (DDP)")
+        _require(not cfg.adversarial.algorithm,
+                 "train.fsdp: MLE/SFT runs only; adversarial training keeps full copies of G (reference, rollout "
+                 "policy) that a sharded generator cannot provide yet -- train with DDP (train.fsdp: false)")
     _require(t.precision in ("fp32", "bf16", "fp16"), f"train.precision: expected fp32|bf16|fp16, got {t.precision!r}")
     _require(t.eval_every >= 1, f"train.eval_every: expected >= 1, got {t.eval_every}")
     _require(t.checkpoint_every >= 1, f"train.checkpoint_every: expected >= 1, got {t.checkpoint_every}")

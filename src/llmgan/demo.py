@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
     oracle_dir = os.path.join(out, "oracle")
     _run(["oracle", "--out", oracle_dir, "--n", str(n_data), "--seed", "0"])
-    data = [f"data.train={oracle_dir}/train.txt", f"data.valid={oracle_dir}/test.txt",
+    # no data.valid: each run validates on its own oracle sample (same seed, so the same set), never on test
+    data = [f"data.train={oracle_dir}/train.txt", f"data.oracle_valid_samples={n_data}",
             f"data.test={oracle_dir}/test.txt", f"eval.n_samples={n_eval}"]
     common = ["--no-progress", "--threads", str(args.threads)]
 

@@ -2,7 +2,7 @@
 global batch, writing the final weights so the test can compare them.
 
     python ddp_worker.py MODE ALGO DATA OUT       MODE: ddp (under torchrun) | single | nan
-    ALGO: mle | maligan | gsgan
+    ALGO: mle | maligan | gsgan | mle_fsdp (an hf: generator at DATA's sibling hf/, FSDP2 under torchrun)
 
 ``single`` is the ground truth DDP must equal: ONE process, whose every optimizer step sees the
 gradient of the global batch -- the micro-batches rank 0 and rank 1 would draw (their own sampling
@@ -25,7 +25,7 @@ from llmgan.training.engine import Trainer
 ROUNDS = 3
 
 
-def config(algo: str, data: str, world_batch: int) -> dict:
+def config(algo: str, data: str, world_batch: int, sharded: bool = False) -> dict:
     raw = {
         "data": {"train": data, "max_len": 10, "valid": data, "test": data},
         "train": {"epochs": 2, "batch_size": world_batch, "progress": False, "grad_clip": 1.0},
@@ -34,7 +34,11 @@ def config(algo: str, data: str, world_batch: int) -> dict:
         "threads": 1,
         "seed": 3,
     }
-    if algo != "mle":
+    if algo == "mle_fsdp":
+        raw["generator"] = {"name": "hf:" + os.path.join(os.path.dirname(data), "hf"), "kwargs": {}}
+        raw["data"]["tokenizer"] = "hf"
+        raw["train"].update(lr=1e-3, fsdp=sharded, epochs=1)
+    elif algo != "mle":
         raw["discriminator"] = {"kwargs": {"emb_dim": 8, "filter_sizes": [2, 3], "num_filters": [6, 6],
                                            "dropout": 0.0}}
         raw["adversarial"] = {"algorithm": algo, "rounds": ROUNDS, "d_pretrain_steps": 0, "d_steps": 1,
@@ -103,13 +107,19 @@ def main() -> int:
             yaml.safe_dump(config("mle", data, 4), f)
         return cli_main(["train", cfg_path, "--out", os.path.join(out, "run"), "--device", "cpu"])
 
-    if algo == "mle":
-        # DDP: batch_size per rank; single: the global batch (both ranks' rows) in one step
+    if mode == "resume":  # mle_fsdp under torchrun: load the checkpoint the ddp mode wrote into the shards
+        cfg = config_from_dict(config(algo, data, 4, True))
+        tr = Trainer(cfg, os.path.join(out, "run"), resume=True)
+        tr.setup()
+    elif algo in ("mle", "mle_fsdp"):
+        # DDP/FSDP: batch_size per rank; single: the global batch (both ranks' rows) in one step
         per_rank = 4
-        cfg = config_from_dict(config(algo, data, per_rank if mode == "ddp" else per_rank * world))
+        cfg = config_from_dict(config(algo, data, per_rank if mode == "ddp" else per_rank * world, mode == "ddp"))
         tr = Trainer(cfg, os.path.join(out, "run"))
         tr.setup()
         tr.mle_phase()
+        if algo == "mle_fsdp" and mode == "ddp":
+            tr.save()  # a collective under FSDP: gathered on every rank, written by rank 0
     else:
         cfg = config_from_dict(config(algo, data, 4))
         cfg.train.epochs = 0
@@ -124,7 +134,13 @@ def main() -> int:
             for ctx in contexts:
                 algo_obj.d_step(ctx)
             tr.state["round"] += 1
-    if tr.rank == 0:
+    if tr.sharded:  # gathered on every rank (collective); the checkpoint the run wrote holds the same
+        from llmgan.training.distributed import FullModelState
+
+        full = {f"generator.{k}": v for k, v in FullModelState(tr.generator).state_dict().items()}
+        if tr.rank == 0:
+            save_tensors(full, os.path.join(out, f"{mode}.safetensors"))
+    elif tr.rank == 0:
         save_tensors(weights(tr), os.path.join(out, f"{mode}.safetensors"))
     return 0
 

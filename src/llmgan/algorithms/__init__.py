@@ -7,6 +7,7 @@ from llmgan.algorithms import (
     maligan,  # noqa: F401,E402  (registration)
     rankgan,  # noqa: F401,E402  (registration)
     relgan,  # noqa: F401,E402  (registration)
+    residual_ebm,  # noqa: F401,E402  (registration)
     scratchgan,  # noqa: F401,E402  (registration)
     seqgan,  # noqa: F401,E402  (registration)
     spin,  # noqa: F401,E402  (registration)

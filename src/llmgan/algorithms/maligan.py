@@ -9,7 +9,13 @@ generator follows the importance-weighted MLE gradient
 ``D = sigmoid(logit)`` the odds are ``exp(logit)``, so the normalised weights are exactly
 ``softmax(logits)`` over the batch, computed stably without ever forming ``D / (1 - D)``.
 The loss is summed over the batch and the tokens (the weights already sum to one), as in
-TextGAN-PyTorch's ``MaliGAN_G.adv_loss``.
+TextGAN-PyTorch's ``MaliGAN_G.adv_loss``. (TextGAN-PyTorch's ``get_mali_reward`` forms ``r / (1 - r)`` from
+D's raw class-1 logit rather than its probability; this follows the paper.)
+
+The weights sum to zero and depend on D alone, so many Adam steps against one fixed D (the preset's 50 per
+round at 0.01, TextGAN-PyTorch's schedule) pull G onto what that D prefers: mode collapse by design of the
+schedule, not of the estimator (configs/maligan_oracle.yaml). The paper's mixed MLE-Mali training, which
+starts samples from real prefixes, is not implemented.
 
 Sequence-level by default: TextGAN-PyTorch's ``get_mali_reward`` has a ``rollout_num`` loop, but it
 re-scores the same full samples (only D's dropout differs) and performs no Monte-Carlo rollouts.

@@ -3,6 +3,8 @@
     GET  /health            {"status": "ok", "run": ..., "algorithm": ..., "discriminator": bool}
     POST /generate          {"n": 4, "temperature": 1.0, "top_k": null, "top_p": null, "max_len": null,
                              "prompt": null, "seed": null}            -> {"samples": [...]}
+                            density-ratio sampling (llmgan.resample): "resample": "sir" | "rejection",
+                            "candidates": 8, "ratio_from": "d" | "ebm"  -> also {"resample": {stats}}
     POST /detect            {"texts": ["...", ...]}                   -> {"results": [{"p_human", "label"}]}
 
 Bad requests get status 400 and ``{"error": "<one line>"}``. Generation is serialised with a lock
@@ -50,6 +52,7 @@ class LLMGanService:
         self.max_n = max_n
         self.lock = threading.Lock()
         self._detector = None
+        self._ratios: dict = {}  # ratio_from -> calibrated llmgan.resample.RatioModel
 
     def health(self) -> dict:
         has_d = False
@@ -77,6 +80,9 @@ class LLMGanService:
             if not ids:
                 raise RequestError("field 'prompt': encodes to no tokens")
             prompt = torch.tensor([ids] * n, dtype=torch.long, device=g.device)
+        resample = _field(body, "resample", str, None)
+        if resample is not None:  # density-ratio sampling (issue 11)
+            return self._resampled(body, resample, n, temperature, top_k, top_p, max_len, seed, prompt)
         with self.lock, torch.no_grad():
             s = g.sample(n, max_len, temperature=temperature, top_k=top_k, top_p=top_p, prompt=prompt, generator=rng)
         tok = self.run.tokenizer
@@ -84,6 +90,31 @@ class LLMGanService:
         lengths = s.lengths.cpu().tolist()
         texts = [tok.decode(r[:m]) for r, m in zip(rows, lengths)]
         return {"samples": texts, "n": n, "temperature": temperature}
+
+    def _resampled(self, body: dict, method: str, n: int, temperature: float, top_k, top_p, max_len: int,
+                   seed: int | None, prompt) -> dict:
+        from llmgan.resample import METHODS, RATIO_SOURCES, RatioModel, resample_run
+
+        if method not in METHODS:
+            raise RequestError(f"field 'resample': expected one of {', '.join(METHODS)}, got {method!r}")
+        candidates = _field(body, "candidates", int, 8, 1, 1024)
+        ratio_from = _field(body, "ratio_from", str, "d")
+        if ratio_from not in RATIO_SOURCES:
+            raise RequestError(f"field 'ratio_from': expected one of {', '.join(RATIO_SOURCES)}, got {ratio_from!r}")
+        with self.lock:
+            ratios = self._ratios
+            if ratio_from not in ratios:  # calibrated once per server (ratio_calibration.json when stored)
+                ratio = RatioModel(self.run, ratio_from)
+                ratio.calibrate()
+                ratios[ratio_from] = ratio
+            res = resample_run(self.run, n, method=method, candidates=candidates, max_len=max_len,
+                               prompts=prompt[:1].cpu() if prompt is not None else None, temperature=temperature,
+                               top_k=top_k, top_p=top_p, ratio=ratios[ratio_from],
+                               rng=torch.Generator(device=self.run.generator.device).manual_seed(
+                                   seed if seed is not None else int(torch.randint(0, 2**62, (1,)))))
+        tok = self.run.tokenizer
+        texts = [tok.decode(r[:m]) for r, m in zip(res.tokens.tolist(), res.lengths.tolist())]
+        return {"samples": texts, "n": len(texts), "temperature": temperature, "resample": res.stats}
 
     def detect(self, body: dict) -> dict:
         texts = body.get("texts")

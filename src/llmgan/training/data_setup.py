@@ -4,11 +4,16 @@ Used by the engine at the start of a run; ``RunData`` is what every phase reads.
 optionally cleaned, split (seeded) when valid/test files are not given, tokenized with a tokenizer
 trained on the training split only (saved as ``tokenizer.json`` in the run), and encoded.
 For oracle runs without a training file, samples are drawn from the oracle with the run's seed and
-written to ``<run>/data/{train,test}.txt`` in SeqGAN's format.
+written to ``<run>/data/{train,test}.txt`` in SeqGAN's format. Oracle runs never validate on the test
+set nor split held-out sets off the training samples (the oracle gives fresh ones for free, and the
+training set stays the benchmark's 10,000): without ``data.valid`` a separate validation sample is drawn
+from the oracle with its own seed stream into ``<run>/data/valid.txt`` (likewise ``test.txt`` when a
+training file is given without ``data.test``), so early stopping never selects on test.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import torch
@@ -59,6 +64,28 @@ def _oracle_corpora(cfg: RunConfig, run_dir: str, oracle: Generator, tokenizer: 
     return train_path, test_path
 
 
+def held_out_seed(seed: int, name: str) -> int:
+    """The seed of a held-out oracle sample drawn apart from train/test: a 32-bit hash of (seed, name).
+
+    Why a hash and not ``seed + offset``: the CPU generator (mt19937) keeps only the low 32 bits of a seed, so
+    ``seed + 2**32`` would replay the training stream exactly. Never equal to the run's own seed.
+    """
+    h = int.from_bytes(hashlib.sha256(f"llmgan-oracle-{name}-{seed}".encode()).digest()[:4], "little")
+    return h ^ 1 if h == seed % 2**32 else h
+
+
+def _oracle_held_out(cfg: RunConfig, run_dir: str, oracle: Generator, name: str) -> str:
+    """``<run>/data/<name>.txt``: held-out oracle samples from their own seed stream (written once, reused)."""
+    d = cfg.data
+    path = os.path.join(run_dir, "data", f"{name}.txt")
+    if not os.path.isfile(path):
+        n = d.oracle_valid_samples if name == "valid" and d.oracle_valid_samples is not None else d.oracle_test_samples
+        g = torch.Generator().manual_seed(held_out_seed(cfg.seed, name))
+        write_ids(path, oracle.sample(n, d.seq_len, generator=g).tokens)
+        info(f"sampled {n} {name} sequences from the oracle into {path}")
+    return path
+
+
 def prepare_data(cfg: RunConfig, run_dir: str, resume: bool = False) -> RunData:
     d = cfg.data
     if d.prompt_field is not None or d.label_field is not None:  # prompt/response or class-conditional
@@ -72,8 +99,9 @@ def prepare_data(cfg: RunConfig, run_dir: str, resume: bool = False) -> RunData:
         tokenizer: Tokenizer = build_tokenizer("ids", [], vocab_size=oracle.vocab_size)
         if train_path is None:
             train_path, held_out = _oracle_corpora(cfg, run_dir, oracle, tokenizer)
-            valid_path = valid_path or held_out
             test_path = test_path or held_out
+        valid_path = valid_path or _oracle_held_out(cfg, run_dir, oracle, "valid")
+        test_path = test_path or _oracle_held_out(cfg, run_dir, oracle, "test")
     train_texts = load_texts(train_path, field=d.field)
     valid_texts = load_texts(valid_path, field=d.field) if valid_path else None
     test_texts = load_texts(test_path, field=d.field) if test_path else None

@@ -143,3 +143,106 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device: {name!r} requested but CUDA is not available (use --device cpu)")
     return torch.device(name)
+
+
+# --- FSDP2: sharded Hugging Face generators ------------------------------------------------------
+def shard_generator(generator: nn.Module) -> int:
+    """FSDP2 ``fully_shard`` on every transformer block of an hf generator, then on the generator itself.
+
+    The blocks are the model's own ``_no_split_modules`` classes (GPT2Block, LlamaDecoderLayer, ...), the
+    unit Hugging Face itself never splits. Each rank then holds 1/world of every parameter, gradient and
+    Adam moment; a block's weights are gathered only while it runs. Returns the number of blocks sharded.
+    """
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    from llmgan.errors import ConfigError
+
+    if world_size() <= 1:
+        raise ConfigError("train.fsdp: needs torchrun with 2 or more processes (WORLD_SIZE is 1)")
+    block_names: set[str] = set()
+    for m in generator.modules():
+        block_names.update(getattr(m, "_no_split_modules", None) or [])
+    blocks = [m for m in generator.modules() if type(m).__name__ in block_names]
+    if not blocks:
+        raise ConfigError(f"train.fsdp: {type(generator).__name__} names no transformer blocks to shard "
+                          "(no _no_split_modules); use DDP (train.fsdp: false)")
+    for block in blocks:
+        fully_shard(block)
+    fully_shard(generator)
+    # Our generators are driven through methods, not forward(): each entry point gathers the root's
+    # weights (embeddings, final norm, output layer) the way forward() would.
+    for method in FSDP_ENTRY_POINTS:
+        if hasattr(generator, method):
+            register_fsdp_forward_method(generator, method)
+    return len(blocks)
+
+
+# The outermost Generator methods of MLE/SFT and evaluation. Only these: a registered method called
+# from inside another one would reshard the root's weights on return, under the outer call's feet.
+FSDP_ENTRY_POINTS = ("weighted_nll", "log_probs", "sample")
+
+
+def is_sharded(module: nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in module.parameters())
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True)
+
+
+class FullModelState:
+    """A sharded module seen through its full (unsharded) state dict: what checkpoints store, so a run
+    trained with FSDP loads on one process. Both calls are collectives: every rank makes them."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def state_dict(self) -> dict[str, Tensor]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(self.module, options=_full_options())
+
+    def load_state_dict(self, state: dict[str, Tensor], strict: bool = True) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(self.module, state, options=StateDictOptions(full_state_dict=True, strict=strict))
+
+
+class FullOptimizerState:
+    """The optimizer of a sharded module in the checkpoint's layout: full tensors, keyed by parameter
+    index (the order of ``optimizer.param_groups``), like an unsharded optimizer's state dict."""
+
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer):
+        self.module, self.optimizer = module, optimizer
+        names = {id(p): n for n, p in module.named_parameters()}
+        self.fqns = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+
+    def state_dict(self) -> dict:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        full = get_optimizer_state_dict(self.module, self.optimizer, options=_full_options())
+        index = {fqn: i for i, fqn in enumerate(self.fqns)}
+        groups = [{**g, "params": [index[f] for f in g["params"]]} for g in full["param_groups"]]
+        return {"state": {index[f]: st for f, st in full["state"].items()}, "param_groups": groups}
+
+    def load_state_dict(self, state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        groups = [{**g, "params": [self.fqns[i] for i in g["params"]]} for g in state["param_groups"]]
+        full = {"state": {self.fqns[int(i)]: st for i, st in state["state"].items()}, "param_groups": groups}
+        set_optimizer_state_dict(self.module, self.optimizer, optim_state_dict=full, options=_full_options())
+
+
+class StateSnapshot:
+    """A state dict taken already (e.g. gathered from shards on every rank), handed to the checkpoint
+    writer in place of the module or optimizer it came from."""
+
+    def __init__(self, state: dict):
+        self._state = state
+
+    def state_dict(self) -> dict:
+        return self._state

@@ -21,7 +21,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any, TypeVar
 
 import numpy as np
@@ -43,6 +42,7 @@ from llmgan.training.data_setup import prepare_data, write_ids
 from llmgan.training.evaluation import ban_token_ids, evaluate_generator
 from llmgan.training.logging import MetricsLogger, info
 from llmgan.training.optim import lr_lambda, make_optimizer
+from llmgan.training.precision import LossScaler, autocast_context, resolve_precision
 
 
 def seed_everything(seed: int) -> None:
@@ -130,6 +130,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = dist_utils.resolve_device(cfg.device)
         dist_utils.maybe_init(self.device)
+        self.precision = resolve_precision(cfg.train.precision, self.device)  # bf16 -> fp32 where unsupported
+        self.scaler = LossScaler(self.precision, self.device)  # fp16 loss scaling; plain backward otherwise
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
         seed_everything(cfg.seed)
         if self.resume and not os.path.isfile(os.path.join(self.run_dir, "config.yaml")):
@@ -151,12 +153,20 @@ class Trainer:
         if cfg.train.init_from and latest is None:
             self._init_from(cfg.train.init_from)
         t = cfg.train
+        # FSDP2 (train.fsdp): G's parameters, gradients and Adam moments are sharded over the ranks
+        self.sharded = bool(t.fsdp)
+        if self.sharded:
+            n_blocks = dist_utils.shard_generator(self.generator)
+            info(f"train.fsdp: generator sharded over {self.world} ranks ({n_blocks} blocks)")
         self.g_opt = make_optimizer(self.generator.parameters(), t.optimizer, t.lr, t.weight_decay, t.betas)
         steps_per_epoch = math.ceil(len(self.data.train) / (t.batch_size * self.world))
         total = t.max_steps if t.max_steps is not None else t.epochs * steps_per_epoch
         self.g_sched = torch.optim.lr_scheduler.LambdaLR(self.g_opt, lr_lambda(t.lr_schedule, t.warmup_steps, total))
         # sampling RNG for evaluation and adversarial samples: per rank, checkpointed
-        self.sample_rng = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + 17 + self.rank)
+        # a sharded G gathers its weights inside every forward, a collective: all ranks must then sample
+        # the same sequences (same stream), so that every sampling loop runs the same number of steps
+        sample_rank = 0 if self.sharded else self.rank
+        self.sample_rng = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + 17 + sample_rank)
         self.data_rng = torch.Generator().manual_seed(cfg.seed * 1013 + 29 + self.rank)
         self.logger = MetricsLogger(self.run_dir)
         self.state = {
@@ -172,7 +182,8 @@ class Trainer:
         }
         # data parallelism: DDP engines over G (and D), built once; the modules stay the plain ones
         self.data_parallel = dist_utils.DataParallel(self.world > 1)
-        self.data_parallel.add(self.generator)
+        if not self.sharded:  # FSDP reduce-scatters the sharded G's gradients itself
+            self.data_parallel.add(self.generator)
         self.adversarial: AdversarialSetup | None = None
         if cfg.adversarial.algorithm:
             self.adversarial = AdversarialSetup(self)
@@ -233,12 +244,18 @@ class Trainer:
     def save(self, best: bool = False) -> None:
         """Checkpoint everything; ``best``: this is the best validation NLL so far (kept from pruning)."""
         self.state["sched"] = self.g_sched.state_dict()
+        self.state["loss_scale"] = self.scaler.state_dict(self.optimizers())
         if self.adversarial is not None:
             self.state["algorithm"] = self.adversarial.algorithm.state_dict()
+        models, optimizers = self.models(), self.optimizers()
+        if self.sharded:  # gathered on every rank (a collective), written by rank 0 in the unsharded layout
+            models["generator"] = dist_utils.StateSnapshot(dist_utils.FullModelState(self.generator).state_dict())
+            optimizers["generator"] = dist_utils.StateSnapshot(
+                dist_utils.FullOptimizerState(self.generator, self.g_opt).state_dict())
         path = self.checkpointer.save(
             self.global_step,
-            self.models(),
-            self.optimizers(),
+            models,
+            optimizers,
             dict(self.state),
             generators={"sample": self.sample_rng, "data": self.data_rng},
             best=best,
@@ -247,21 +264,21 @@ class Trainer:
             self.latest_checkpoint = path
 
     def _load(self, path: str) -> dict:
-        state = Checkpointer.load(
-            path, self.models(), self.optimizers(), generators={"sample": self.sample_rng, "data": self.data_rng}
-        )
+        models, optimizers = self.models(), self.optimizers()
+        if self.sharded:  # every rank reads the full tensors and keeps its own shards
+            models["generator"] = dist_utils.FullModelState(self.generator)
+            optimizers["generator"] = dist_utils.FullOptimizerState(self.generator, self.g_opt)
+        state = Checkpointer.load(path, models, optimizers,
+                                  generators={"sample": self.sample_rng, "data": self.data_rng})
         if "sched" in state:
             self.g_sched.load_state_dict(state["sched"])
+        self.scaler.load_state_dict(state.get("loss_scale", {}), self.optimizers())
         if self.adversarial is not None and "algorithm" in state:
             self.adversarial.algorithm.load_state_dict(state["algorithm"], self.device)
         return state
 
     def autocast(self):
-        p = self.cfg.train.precision
-        if p == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if p == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast_context(self.precision, self.device)
 
     def check_finite(self, value: Tensor | float, what: str) -> None:
         """Raise TrainingDiverged on EVERY rank when ``value`` is NaN/inf on ANY rank.
@@ -288,10 +305,12 @@ class Trainer:
         if self._sub is not None:  # a stop later in this sub-step must be able to undo this update
             self._sub.before_update(module, opt)
         opt.zero_grad(set_to_none=True)
-        self.data_parallel.prepare(module, loss).backward()
+        # fp16: the loss scaler (llmgan.training.precision) scales, unscales before clipping, skips overflows
+        self.scaler.backward(self.data_parallel.prepare(module, loss), opt)
+        self.scaler.unscale_(opt)
         if clip:
             torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-        opt.step()
+        self.scaler.step(opt)
         return float(loss.detach())
 
     def supervised_step(
@@ -458,7 +477,8 @@ class Trainer:
             if self.state["batch"] >= n_batches:
                 self.state["epoch"] = epoch + 1
                 self.state["batch"] = 0
-                dist_utils.assert_in_sync({"generator": self.generator}, f"MLE epoch {epoch + 1}")
+                if not self.sharded:  # shards differ by design; FSDP keeps them consistent
+                    dist_utils.assert_in_sync({"generator": self.generator}, f"MLE epoch {epoch + 1}")
                 self.state["epoch_end_pending"] = True
                 if self._epoch_end():
                     break

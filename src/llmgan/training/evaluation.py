@@ -71,7 +71,8 @@ def evaluate_generator(
     return metrics, samples
 
 
-ALL_METRICS = ("oracle_nll", "test_nll", "bleu", "self_bleu", "distinct", "fed", "nll_gen", "detector_auroc")
+ALL_METRICS = ("oracle_nll", "test_nll", "bleu", "self_bleu", "distinct", "fed", "nll_gen", "detector_auroc",
+               "ebm_nll")
 BLEU_REFERENCES = ("raw", "vocab")
 
 
@@ -116,6 +117,8 @@ def evaluate_run(
     conditional = bool(getattr(run, "is_conditional", False))
     if metrics is None:
         metrics = ["oracle_nll", "test_nll"] if is_oracle else ["test_nll", "bleu", "self_bleu", "distinct"]
+        if run.cfg.adversarial.algorithm == "residual_ebm":
+            metrics.append("ebm_nll")  # the corrected model's held-out NLL (llmgan.metrics.density_ratio)
     unknown = [m for m in metrics if m not in ALL_METRICS]
     if unknown:
         raise ConfigError(f"--metrics: unknown metric {unknown[0]!r} (valid: {', '.join(ALL_METRICS)})")
@@ -128,7 +131,7 @@ def evaluate_run(
     check_sampling_options(n=n, temperature=temperature, names={"n": "n_samples"})  # 0 fell back to the default
     out: dict = {"n_samples": n, "temperature": temperature}
     if conditional:
-        refused = [m for m in metrics if m in ("nll_gen", "detector_auroc")]
+        refused = [m for m in metrics if m in ("nll_gen", "detector_auroc", "ebm_nll")]
         if refused:
             raise ConfigError(f"--metrics {refused[0]}: not defined for a conditional run "
                               "(use `llmgan apps eval` or `llmgan detect`)")
@@ -197,6 +200,15 @@ def evaluate_run(
         from llmgan.metrics.detection import detector_auroc_for_run
 
         out["detector_auroc"] = detector_auroc_for_run(run, test, samples, lengths)
+    if "ebm_nll" in metrics:
+        if run.cfg.adversarial.algorithm != "residual_ebm":
+            raise ConfigError("--metrics ebm_nll: needs a residual_ebm run (adversarial.algorithm: residual_ebm)")
+        if test is None:
+            raise ConfigError("ebm_nll: no held-out data (pass --data FILE)")
+        from llmgan.metrics.density_ratio import residual_ebm_nll_for_run
+
+        # an importance-sampling ESTIMATE of the NLL with its standard error, not a bound
+        out.update(residual_ebm_nll_for_run(run, test, n_proposal=n, rng=rng))
     return out
 
 

@@ -14,7 +14,11 @@ def fused_ok(params: list[torch.Tensor]) -> bool:
     Why: the fused kernel updates all parameters in one pass; on the SeqGAN CNN discriminator (6.4M
     parameters, 128-sequence minibatches) it cuts a training step by ~15% against the for-loop Adam.
     """
-    return bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    from torch.distributed.tensor import DTensor  # FSDP2's sharded parameters: the fused kernel takes plain tensors
+
+    return bool(params) and all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() and not isinstance(p, DTensor) for p in params
+    )
 
 
 def make_optimizer(

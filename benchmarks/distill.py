@@ -1,0 +1,235 @@
+"""GAD in its own setting (issue 11): black-box distillation of a larger teacher into small students.
+
+    python benchmarks/distill.py [--data ../shared/data/image_coco.txt] [--teacher-layers 4]
+        [--teacher-epochs 20] [--n-teacher 10000] [--students gpt1,lstm] [--seqkd-epochs 20]
+        [--gad-rounds 200] [--ebm-rounds 10] [--candidates 8] [--temperatures 0.7,0.85,1.0,1.15]
+        [--seed 0] [--out runs/distill] [--device cpu] [--write]
+
+1. Teacher: a GPT (``--teacher-layers`` layers, d_model 128) trained by MLE on ``--data``.
+2. Its samples (temperature 1): ``--n-teacher`` to train on, as many held out.
+3. Per student (``gpt1``: a 1-layer GPT, d_model 64; ``lstm``: LSTM 32/32), four arms:
+   ``seqkd`` (MLE on the teacher's samples), ``seqkd+gad`` (then GAD: online Bradley-Terry D, group
+   size 8, KL to the SeqKD model, ``--gad-rounds`` rounds), ``seqkd+gad_frozen_d`` (D trained in the
+   warm-up only, ``d_steps: 0``), ``seqkd+sir`` (the SeqKD student, frozen, corrected at inference by a
+   residual EBM trained by NCE; SIR with ``--candidates``). GAD arms start from the SeqKD run
+   (``train.init_from``); the compute each arm adds (generator updates, samples, D passes) is listed
+   beside its numbers -- the arms are not equal in compute, they are reported with it.
+4. Over the temperature sweep: quality = the teacher's per-token NLL of the student's samples
+   (decoded, re-encoded with the teacher's tokenizer: the "oracle NLL" of this setting); coverage =
+   the student's per-token NLL of the held-out teacher samples at that temperature (for ``+sir``: the
+   corrected model's importance-sampled estimate, with its SE). Training signals of the GAD arms
+   (last round's reward mean/std, D pair accuracy, KL, response length) are in the table too.
+
+``--write`` puts the table into docs/benchmarks.md (section ``distill``); rows also go to
+``OUT/distill.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+DATA = os.path.join(ROOT, "..", "shared", "data", "image_coco.txt")
+STUDENTS = {"gpt1": {"name": "gpt", "kwargs": {"d_model": 64, "n_layers": 1, "n_heads": 2, "max_len": 48}},
+            "lstm": {"name": "lstm", "kwargs": {"embed_dim": 32, "hidden_dim": 32}}}
+SIGNALS = ("reward_mean", "reward_std", "d_pair_acc", "kl", "response_len")
+
+
+def _cfg(name: str, train: str, test: str | None, generator: dict, epochs: int, seed: int, device: str,
+         max_len: int, adversarial: dict | None = None, init_from: str | None = None,
+         discriminator: dict | None = None, batch_size: int = 64, eval_samples: int = 200) -> object:
+    from llmgan.config import config_from_dict
+
+    return config_from_dict({
+        "name": name, "seed": seed, "device": device,
+        "data": {"train": train, "test": test, "tokenizer": "word", "max_len": max_len, "split": [0.95, 0.05, 0.0]},
+        "generator": generator,
+        "discriminator": discriminator or {"name": "cnn", "kwargs": {"emb_dim": 32, "filter_sizes": [2, 3, 4],
+                                                                    "num_filters": [32, 32, 32]}},
+        "train": {"epochs": epochs, "batch_size": batch_size, "optimizer": "adam", "lr": 3e-3, "grad_clip": 5.0,
+                  "progress": False, "init_from": init_from, "log_every": 1000},
+        "adversarial": adversarial or {},
+        "eval": {"n_samples": eval_samples, "batch_size": 256},
+    })
+
+
+def _train(cfg, run_dir: str) -> str:
+    from llmgan.training.engine import Trainer
+
+    if not os.path.isfile(os.path.join(run_dir, "checkpoints", "latest")):
+        Trainer(cfg, run_dir).run()
+    return run_dir
+
+
+def _texts(run, tokens: torch.Tensor) -> list[str]:
+    return [run.tokenizer.decode(r) for r in tokens.tolist()]
+
+
+@torch.no_grad()
+def teacher_nll(teacher, texts: list[str]) -> float:
+    """Per-token NLL (EOS in) of texts under the teacher, encoded with the teacher's tokenizer."""
+    from llmgan.data import encode_corpus
+    from llmgan.metrics.nll import corpus_nll
+
+    texts = [t for t in texts if t.strip()] or ["."]
+    return corpus_nll(teacher.generator, encode_corpus(texts, teacher.tokenizer, teacher.max_len,
+                                                       overflow="truncate", source="<student samples>"))
+
+
+def _last_signals(run_dir: str) -> dict:
+    last: dict = {}
+    path = os.path.join(run_dir, "metrics.jsonl")
+    for line in open(path, encoding="utf-8") if os.path.isfile(path) else []:
+        rec = json.loads(line)
+        if rec.get("phase") == "adversarial":
+            last.update({k: rec[k] for k in SIGNALS if k in rec})
+    return last
+
+
+def run_distillation(data: str, out: str, *, teacher_layers: int = 4, teacher_epochs: int = 20,
+                     n_teacher: int = 10000, students: list[str] | tuple[str, ...] = ("gpt1", "lstm"),
+                     seqkd_epochs: int = 20, gad_rounds: int = 200, ebm_rounds: int = 10, candidates: int = 8,
+                     temperatures: list[float] | tuple[float, ...] = (0.7, 0.85, 1.0, 1.15), n_samples: int = 1000,
+                     n_proposal: int = 2000, seed: int = 0, device: str = "cpu", max_len: int = 32,
+                     d_samples: int = 512, teacher_dim: int = 128) -> list[dict]:
+    from llmgan.data import encode_corpus
+    from llmgan.metrics.density_ratio import residual_nll, sequence_nll
+    from llmgan.metrics.detection import _pad_to
+    from llmgan.resample import RatioModel, resample_run
+    from llmgan.run import load_run
+    from llmgan.sweep import temperature_nll
+    from llmgan.training.evaluation import sample_tokens
+
+    os.makedirs(out, exist_ok=True)
+    t_gen = {"name": "gpt", "kwargs": {"d_model": teacher_dim, "n_layers": teacher_layers, "n_heads": 4,
+                                       "max_len": max_len + 8}}
+    teacher_dir = _train(_cfg("teacher", data, None, t_gen, teacher_epochs, seed, device, max_len),
+                         os.path.join(out, "teacher"))
+    teacher = load_run(teacher_dir, device=device)
+    train_txt, test_txt = os.path.join(out, "teacher_train.txt"), os.path.join(out, "teacher_test.txt")
+    if not os.path.isfile(test_txt):
+        rng = torch.Generator(device=teacher.generator.device).manual_seed(seed + 101)
+        for path in (train_txt, test_txt):
+            toks, _ = sample_tokens(teacher.generator, n_teacher, teacher.max_len, rng=rng)
+            lines = [t if t.strip() else "." for t in _texts(teacher, toks)]  # an empty sample is still a line
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+    gad = {"algorithm": "gad", "rounds": gad_rounds, "g_steps": 1, "g_batch_size": 64, "g_lr": 5e-4, "d_lr": 5e-4,
+           "d_pretrain_steps": 10, "d_samples": d_samples, "d_steps": 1, "d_epochs": 1, "d_batch_size": 64,
+           "eval_every": max(gad_rounds, 1), "checkpoint_every": max(gad_rounds, 1), "loss": "rsgan",
+           "params": {"group_size": 8, "reward": "logodds", "d_loss": "bradley_terry", "kl_coef": 0.001}}
+    ebm = {"algorithm": "residual_ebm", "rounds": ebm_rounds, "d_pretrain_steps": 5, "d_samples": d_samples,
+           "d_steps": 1, "d_epochs": 3, "d_batch_size": 64, "d_lr": 1e-3, "loss": "vanilla",
+           "eval_every": max(ebm_rounds, 1), "checkpoint_every": max(ebm_rounds, 1)}
+    rows: list[dict] = []
+    for sname in students:
+        gen = STUDENTS[sname]
+        sdir = os.path.join(out, sname)
+        seqkd = _train(_cfg("seqkd", train_txt, test_txt, gen, seqkd_epochs, seed, device, max_len),
+                       os.path.join(sdir, "seqkd"))
+        arms = {"seqkd": (seqkd, f"{seqkd_epochs} MLE epochs on {n_teacher} teacher samples")}
+        for arm, d_steps in (("seqkd+gad", 1), ("seqkd+gad_frozen_d", 0)):
+            cfg = _cfg(arm, train_txt, test_txt, gen, 0, seed, device, max_len, {**gad, "d_steps": d_steps},
+                       init_from=seqkd)
+            arms[arm] = (_train(cfg, os.path.join(sdir, arm.replace("+", "_"))),
+                         f"+ {gad_rounds} GAD steps x 64 samples" + ("" if d_steps else ", D frozen after warm-up"))
+        edir = _train(_cfg("ebm", train_txt, test_txt, gen, 0, seed, device, max_len, ebm, init_from=seqkd),
+                      os.path.join(sdir, "seqkd_ebm"))
+        arms["seqkd+sir"] = (edir, f"G frozen; E: {ebm_rounds + 5} NCE refreshes x {d_samples}; "
+                                   f"{candidates} samples + D passes per output")
+        for arm, (rdir, compute) in arms.items():
+            run = load_run(rdir, device=device)
+            test = encode_corpus(open(test_txt, encoding="utf-8").read().splitlines(), run.tokenizer, run.max_len,
+                                 overflow="truncate", source=test_txt)
+            signals = _last_signals(rdir) if "gad" in arm else {}
+            ratio = None
+            if arm == "seqkd+sir":
+                ratio = RatioModel(run, "ebm")
+                ratio.calibrate(n=200, seed=seed)
+                pad = run.tokenizer.pad_id if run.tokenizer.pad_id is not None else 0
+                tt, tl = _pad_to(test.tokens, run.max_len, pad), test.lengths.clamp(max=run.max_len)
+                energy = -ratio.log_ratio(tt)
+            for temp in temperatures:
+                rng = torch.Generator(device=run.generator.device).manual_seed(seed)
+                row = {"student": sname, "arm": arm, "temperature": temp, "compute": compute, **signals}
+                if ratio is None:
+                    toks, _ = sample_tokens(run.generator, n_samples, run.max_len, temperature=temp, rng=rng)
+                    row.update(coverage_nll=temperature_nll(run.generator, test, temp), coverage_se=0.0)
+                else:
+                    toks = resample_run(run, n_samples, candidates=candidates, temperature=temp, ratio=ratio,
+                                        rng=rng).tokens
+                    prop, _ = sample_tokens(run.generator, n_proposal, run.max_len, temperature=temp,
+                                            rng=torch.Generator(device=run.generator.device).manual_seed(seed + 1))
+                    est = residual_nll(sequence_nll(run.generator, tt, tl, temperature=temp), energy,
+                                       ratio.log_ratio(prop), n_tokens=tl)
+                    row.update(coverage_nll=est["nll_per_token"], coverage_se=est["nll_per_token_se"])
+                row["teacher_nll"] = teacher_nll(teacher, _texts(run, toks))
+                rows.append(row)
+    return rows
+
+
+COLUMNS = ["student", "arm", "temperature", "teacher_nll", "coverage_nll", "coverage_se", *SIGNALS, "compute"]
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| student | arm | T | teacher NLL of samples (quality) | student NLL of held-out teacher samples "
+           "(coverage, ± SE) | reward mean / std | D pair acc | KL | length | compute |", "|" + "---|" * 10]
+
+    def f(v):
+        return "" if v is None else f"{v:.3f}"
+
+    for r in rows:
+        out.append(f"| {r['student']} | {r['arm']} | {r['temperature']:g} | {f(r['teacher_nll'])} | "
+                   f"{f(r['coverage_nll'])} ± {f(r['coverage_se'])} | {f(r.get('reward_mean'))} / "
+                   f"{f(r.get('reward_std'))} | {f(r.get('d_pair_acc'))} | {f(r.get('kl'))} | "
+                   f"{f(r.get('response_len'))} | {r['compute']} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=DATA)
+    p.add_argument("--teacher-layers", type=int, default=4)
+    p.add_argument("--teacher-epochs", type=int, default=20)
+    p.add_argument("--n-teacher", type=int, default=10000)
+    p.add_argument("--students", default="gpt1,lstm")
+    p.add_argument("--seqkd-epochs", type=int, default=20)
+    p.add_argument("--gad-rounds", type=int, default=200)
+    p.add_argument("--ebm-rounds", type=int, default=10)
+    p.add_argument("--candidates", type=int, default=8)
+    p.add_argument("--temperatures", default="0.7,0.85,1.0,1.15")
+    p.add_argument("--n-samples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=os.path.join(ROOT, "runs", "distill"))
+    p.add_argument("--write", action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    rows = run_distillation(a.data, a.out, teacher_layers=a.teacher_layers, teacher_epochs=a.teacher_epochs,
+                            n_teacher=a.n_teacher, students=a.students.split(","), seqkd_epochs=a.seqkd_epochs,
+                            gad_rounds=a.gad_rounds, ebm_rounds=a.ebm_rounds, candidates=a.candidates,
+                            temperatures=[float(x) for x in a.temperatures.split(",")], n_samples=a.n_samples,
+                            seed=a.seed, device=a.device)
+    with open(os.path.join(a.out, "distill.csv"), "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    table = markdown(rows)
+    print(table)
+    if a.write:
+        from _doc import command, machine, update_section
+
+        update_section("distill", "## GAD distillation: teacher -> small students\n\n"
+                       f"`{command()}` on {machine()}.\n\n" + table)
+
+
+if __name__ == "__main__":
+    main()
