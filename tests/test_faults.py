@@ -119,8 +119,8 @@ class _Trigger:
     """Sends this process SIGTERM at the chosen moment and records whether the stop took effect right
     there (StopRequested raised by that very interruption point) rather than at a later boundary."""
 
-    def __init__(self, tr: Trainer, when):
-        self.tr, self.when = tr, when
+    def __init__(self, tr: Trainer, when, sig: int = signal.SIGTERM):
+        self.tr, self.when, self.sig = tr, when, sig
         self.sub, self.n, self.fired, self.raised_there = None, 0, False, False
 
     def point(self, original):
@@ -131,7 +131,7 @@ class _Trigger:
             fire = not self.fired and self.tr._sub is not None and self.when(self.tr, self.n)
             if fire:
                 self.fired = True
-                os.kill(os.getpid(), signal.SIGTERM)  # the real handler runs here
+                os.kill(os.getpid(), self.sig)  # the real handler runs here
             try:
                 original()
             except interrupt.StopRequested:
@@ -193,6 +193,22 @@ def test_stop_inside_a_gad_g_step_resumes_exactly(oracle_path, tmp_path, monkeyp
         with pytest.raises(SystemExit):
             tr.run()
     assert trig.raised_there
+    Trainer(config_from_dict(cfg), run_dir, resume=True).run()
+    assert_bitwise_equal(expected, final_tensors(run_dir))
+
+
+def test_sigint_is_honoured_like_sigterm_with_status_130(oracle_path, tmp_path, monkeypatch, reference_run):
+    expected, _ = reference_run("seqgan")
+    cfg = fault_config(oracle_path)
+    run_dir = str(tmp_path / "cut")
+    tr = Trainer(config_from_dict(cfg), run_dir)
+    trig = _Trigger(tr, SIGTERM_POINTS["rollout_batch"], sig=signal.SIGINT)
+    with monkeypatch.context() as m:
+        m.setattr(interrupt, "point", trig.point(interrupt.point))
+        with pytest.raises(SystemExit) as exit_info:
+            tr.run()
+    assert exit_info.value.code == 130 and trig.raised_there
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C behaves as before again
     Trainer(config_from_dict(cfg), run_dir, resume=True).run()
     assert_bitwise_equal(expected, final_tensors(run_dir))
 

@@ -109,6 +109,7 @@ def verify_checkpoint_file(ckpt_dir: str, name: str) -> None:
         return  # Checkpointer.load reports a missing or corrupt state.json itself
     path = os.path.join(ckpt_dir, name)
     if expected is not None and os.path.isfile(path) and file_sha256(path) != expected:
+        load_tensors(path)  # a file safetensors cannot even parse gets its own message (truncated, ...)
         raise CheckpointError(
             f"{path}: corrupt (its SHA-256 differs from the one recorded when it was saved); "
             "use an older checkpoint of the run or retrain"
