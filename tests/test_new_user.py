@@ -234,3 +234,36 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint_and_says_so
 def test_an_unknown_config_key_suggests_the_close_one():
     with pytest.raises(ConfigError, match=r"unknown config key train.'epoch' \(did you mean train.epochs\?"):
         load_config(None, ["data.oracle=seqgan", "train.epoch=3"])
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("tokenizer_of_another_vocabulary", r"generator.safetensors: weight 'embedding.weight' has shape .*vocabulary"),
+    ("config_of_another_architecture", r"generator.safetensors: weight .* has shape .*size mismatch"),
+    ("generator_file_missing", r"generator.safetensors: checkpoint file not found"),
+    ("config_with_unknown_key", r"config.yaml: unknown config key 'bogus'"),
+    ("tokenizer_missing", r"tokenizer.json: file not found"),
+])
+def test_mismatched_or_missing_run_files_are_one_line_errors(fault, message, word_run, tmp_path, capsys):
+    import json
+
+    run_dir, gen_path = _copy_run(word_run, tmp_path)
+    tok, cfg = os.path.join(run_dir, "tokenizer.json"), os.path.join(run_dir, "config.yaml")
+    if fault == "tokenizer_of_another_vocabulary":
+        d = json.load(open(tok))
+        d["vocab"] += ["zzz1", "zzz2"]
+        d["vocab_size"] = len(d["vocab"])
+        open(tok, "w").write(json.dumps(d))
+    elif fault == "config_of_another_architecture":
+        text = open(cfg).read()
+        assert "hidden_dim: 8" in text
+        open(cfg, "w").write(text.replace("hidden_dim: 8", "hidden_dim: 16"))
+    elif fault == "generator_file_missing":
+        os.remove(gen_path)
+    elif fault == "config_with_unknown_key":
+        open(cfg, "a").write("\nbogus: 1\n")
+    else:
+        os.remove(tok)
+    assert main(["generate", run_dir, "-n", "1", "--device", "cpu"]) == 2
+    import re
+
+    assert re.search(message, one_error_line(capsys))

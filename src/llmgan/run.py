@@ -104,6 +104,8 @@ def load_run(run_dir: str, device: str | torch.device = "cpu", checkpoint: str =
             cfg = config_from_dict(yaml.safe_load(f) or {})
     except yaml.YAMLError as e:
         raise LLMGanError(f"{cfg_path}: corrupt run config ({e})") from None
+    except LLMGanError as e:  # an edited or foreign config: say which file
+        raise type(e)(f"{cfg_path}: {e}") from None
     tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer.json"))
     ckpt = pick_checkpoint(run_dir, cfg, checkpoint)
     generator = make_generator(cfg.generator, tokenizer)
