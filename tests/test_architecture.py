@@ -10,7 +10,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "llmgan"
 
 # Lowest first: a module may import its own layer or any layer below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("llmgan.errors", "llmgan.fileio", "llmgan.tensor_files", "llmgan.config", "llmgan.assets", "llmgan.__init__"),
+    ("llmgan.errors", "llmgan.interrupt", "llmgan.fileio", "llmgan.tensor_files", "llmgan.config", "llmgan.assets",
+     "llmgan.__init__"),
     ("llmgan.data",),
     ("llmgan.models",),
     ("llmgan.losses", "llmgan.rewards", "llmgan.metrics"),

@@ -21,6 +21,11 @@ def _threads(args) -> None:
         torch.set_num_threads(n)
 
 
+# CLI spelling of the shared sampling options (llmgan.models.sampling.check_sampling_options)
+SAMPLING_FLAGS = {"n": "-n", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
+                  "max_len": "--max-len"}
+
+
 def _device(name: str):
     from llmgan.training.distributed import resolve_device
 
@@ -102,14 +107,23 @@ def _parse_prompts(run, args):
 def cmd_generate(args) -> int:
     import torch
 
+    from llmgan.models.sampling import check_sampling_options
     from llmgan.run import load_run
     from llmgan.training.data_setup import write_ids
 
+    # before loading anything: -n 0 ended in a torch.cat traceback, --max-len 0 fell back to the default
+    check_sampling_options(n=args.n, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                           max_len=args.max_len, names=SAMPLING_FLAGS)
     _threads(args)
-    run = load_run(args.run_dir, device=_device(args.device))
+    run = load_run(args.run_dir, device=_device(args.device), checkpoint=args.checkpoint)
     g = run.generator
     rng = torch.Generator().manual_seed(args.seed)
-    max_len = args.max_len or run.max_len
+    max_len = run.max_len if args.max_len is None else args.max_len
+    if (args.prompt is not None or args.prompts) and not run.is_conditional:
+        raise LLMGanError(
+            f"{args.run_dir}: --prompt/--prompts need a run trained on prompts (data.prompt_field or "
+            "data.label_field); this run is unconditional, so drop them"
+        )
     texts, prompt = _parse_prompts(run, args)
     from llmgan.training.evaluation import ban_token_ids
 
@@ -236,11 +250,14 @@ def _generate_resampled(args, run, texts, prompt, max_len, ban) -> int:
 def cmd_evaluate(args) -> int:
     import torch
 
+    from llmgan.models.sampling import check_sampling_options
     from llmgan.run import load_run
     from llmgan.training.evaluation import evaluate_run
 
+    check_sampling_options(n=args.n_samples, temperature=args.temperature,
+                           names={"n": "--n-samples", "temperature": "--temperature"})
     _threads(args)
-    run = load_run(args.run_dir, device=_device(args.device))
+    run = load_run(args.run_dir, device=_device(args.device), checkpoint=args.checkpoint)
     metrics_list = [m for m in (args.metrics or "").split(",") if m]
     result = evaluate_run(
         run,
@@ -316,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None)
     g.add_argument("--ban", action="append", default=None, metavar="TOKEN",
                    help="never sample this token, e.g. --ban '<unk>' (repeatable)")
+    g.add_argument("--checkpoint", default="auto", choices=["auto", "latest", "best"],
+                   help="auto (default): the best-validation one of an early-stopped MLE run, else the latest")
     # density-ratio sampling (issue 11; llmgan.resample)
     g.add_argument("--resample", choices=["sir", "rejection"], default=None,
                    help="correct G with its discriminator read as p_data/p_G: sampling-importance-resampling "
@@ -343,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=None)
     e.add_argument("--ban", action="append", default=None, metavar="TOKEN",
                    help="never sample this token (repeatable; default: eval.ban_tokens)")
+    e.add_argument("--checkpoint", default="auto", choices=["auto", "latest", "best"],
+                   help="auto (default): the best-validation one of an early-stopped MLE run, else the latest")
     from llmgan.cli_eval import add_bleu_arguments
 
     add_bleu_arguments(e)

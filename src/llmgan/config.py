@@ -182,8 +182,12 @@ def _from_dict(cls: type, data: dict, where: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
+        import difflib
+
         prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r} (valid: {', '.join(sorted(names))})")
+        close = difflib.get_close_matches(str(unknown[0]), sorted(names), n=1)
+        hint = f"did you mean {prefix}{close[0]}? " if close else ""
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r} ({hint}valid: {', '.join(sorted(names))})")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for k, v in data.items():
@@ -292,6 +296,10 @@ def validate(cfg: RunConfig) -> None:
     _require(
         len(d.split) == 3 and all(x >= 0 for x in d.split) and sum(d.split) > 0,
         f"data.split: expected three non-negative fractions, got {d.split}",
+    )
+    _require(  # a sum off 1 was silently renormalised: [0.5, 0.6, 0.1] trained on 42%, not 50%
+        abs(sum(d.split) - 1.0) <= 1e-6,
+        f"data.split: the train/valid/test fractions must sum to 1, got {d.split} (sum {sum(d.split):g})",
     )
     _require(
         d.train is not None or d.oracle is not None, "data.train: a training file is required (or set data.oracle)"

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from llmgan import interrupt
 from llmgan.models.base import Generator, State
 
 
@@ -50,6 +51,7 @@ def rollout_completions(
     out = torch.full(((T - 1) * B * k, T), pad, dtype=torch.long, device=tokens.device)
     alive = torch.ones(0, dtype=torch.bool, device=tokens.device)
     for s in range(1, T):
+        interrupt.point()  # one rollout batch per prefix length: SIGTERM is honoured here
         # prefix state after consuming [BOS, y_1 .. y_{s-1}]
         _, prefix_state = policy.forward_hidden(prev.unsqueeze(1), prefix_state)
         prev = tokens[:, s - 1]

@@ -17,7 +17,7 @@ from llmgan.data import EncodedCorpus, Tokenizer, encode_corpus, load_texts, loa
 from llmgan.errors import CheckpointError, LLMGanError
 from llmgan.models.base import Generator
 from llmgan.models.factory import make_discriminator, make_generator
-from llmgan.training.checkpoint import Checkpointer, load_model_weights
+from llmgan.training.checkpoint import Checkpointer, load_model_weights, verify_checkpoint_file
 
 
 @dataclass
@@ -41,6 +41,7 @@ class LoadedRun:
             if not os.path.isfile(path):
                 raise CheckpointError(f"{self.run_dir}: this run has no discriminator (an MLE-only run?)")
             d = make_discriminator(self.cfg.discriminator, self.tokenizer).to(self.generator.device)
+            verify_checkpoint_file(self.checkpoint, "discriminator.safetensors")
             load_model_weights(d, path)
             self._discriminator = d.eval()
         return self._discriminator
@@ -73,7 +74,26 @@ class LoadedRun:
         return p if os.path.isfile(p) else None
 
 
-def load_run(run_dir: str, device: str | torch.device = "cpu") -> LoadedRun:
+def pick_checkpoint(run_dir: str, cfg: RunConfig, which: str = "auto") -> str:
+    """The checkpoint a command loads: ``latest``, ``best`` (early stopping's best validation NLL), or
+    ``auto``: the best one of an MLE run trained with early stopping, the latest otherwise (an
+    adversarial run's result is its last round, not its pre-training's best validation epoch)."""
+    if which not in ("auto", "latest", "best"):
+        raise LLMGanError(f"checkpoint: expected auto|latest|best, got {which!r}")
+    ckpts = Checkpointer(run_dir)
+    best = ckpts.best() if which != "latest" else None
+    if which == "best" and best is None:
+        raise CheckpointError(f"{run_dir}: no best checkpoint (written only by runs with train.early_stopping)")
+    if best is not None and (which == "best" or not cfg.adversarial.algorithm):
+        return best
+    ckpt = ckpts.latest()
+    if ckpt is None:
+        raise CheckpointError(f"{run_dir}: no checkpoint yet (checkpoints/latest missing)")
+    return ckpt
+
+
+def load_run(run_dir: str, device: str | torch.device = "cpu", checkpoint: str = "auto") -> LoadedRun:
+    """Config, tokenizer and generator of a run; ``checkpoint``: which one (see :func:`pick_checkpoint`)."""
     if not os.path.isdir(run_dir):
         raise LLMGanError(f"{run_dir}: run directory not found")
     cfg_path = os.path.join(run_dir, "config.yaml")
@@ -84,11 +104,12 @@ def load_run(run_dir: str, device: str | torch.device = "cpu") -> LoadedRun:
             cfg = config_from_dict(yaml.safe_load(f) or {})
     except yaml.YAMLError as e:
         raise LLMGanError(f"{cfg_path}: corrupt run config ({e})") from None
+    except LLMGanError as e:  # an edited or foreign config: say which file
+        raise type(e)(f"{cfg_path}: {e}") from None
     tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer.json"))
-    ckpt = Checkpointer(run_dir).latest()
-    if ckpt is None:
-        raise CheckpointError(f"{run_dir}: no checkpoint yet (checkpoints/latest missing)")
+    ckpt = pick_checkpoint(run_dir, cfg, checkpoint)
     generator = make_generator(cfg.generator, tokenizer)
+    verify_checkpoint_file(ckpt, "generator.safetensors")
     load_model_weights(generator, os.path.join(ckpt, "generator.safetensors"))
     generator.to(device).eval()
     oracle = None

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from llmgan import interrupt
 from llmgan.errors import ConfigError
 from llmgan.losses import d_loss, realness_logits
 from llmgan.models.base import Samples
@@ -309,6 +310,7 @@ def train_discriminator(
         tot, acc_r, acc_f, batches = 0.0, 0.0, 0.0, 0
         extra: dict[str, float] = {}
         for start in range(0, n, bs):
+            interrupt.point()  # per D minibatch (the engine restores D and its optimizer)
             r = real[perm_r[start : start + bs].to(real.device)].to(ctx.device)
             f = fake[perm_f[start : start + bs].to(fake.device)].to(ctx.device)
             with ctx.autocast():

@@ -6,6 +6,7 @@ from contextlib import nullcontext
 
 import torch
 
+from llmgan import interrupt
 from llmgan.data import EncodedCorpus
 from llmgan.models.base import Generator
 
@@ -18,6 +19,7 @@ def corpus_nll(generator: Generator, corpus: EncodedCorpus, batch_size: int = 25
     total, count = 0.0, 0
     ctx = autocast or nullcontext
     for start in range(0, len(corpus), batch_size):
+        interrupt.point()
         lengths = corpus.lengths[start : start + batch_size]
         tokens = corpus.tokens[start : start + batch_size, : int(lengths.max())].to(generator.device)
         mask = (torch.arange(tokens.size(1))[None, :] < lengths[:, None]).to(generator.device)

@@ -27,8 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from llmgan import interrupt
 from llmgan.models.output import token_log_probs, weighted_token_nll
-from llmgan.models.sampling import gumbel_softmax, sample_from_hidden
+from llmgan.models.sampling import check_sampling_options, gumbel_softmax, sample_from_hidden
 
 
 @dataclass
@@ -341,7 +342,9 @@ class Generator(nn.Module):
         (used by Monte-Carlo rollouts). The loop stops early once every row has ended. A generator
         trained with a latent code (``set_latent_sampling``) draws z ~ N(0, I) from ``generator`` when
         no z is given. ``ban_ids`` (1-D token ids) are never sampled (``llmgan generate --ban``).
+        Bad options (temperature NaN, top_p 1.5, ...) raise a ConfigError naming them.
         """
+        check_sampling_options(temperature=temperature, top_k=top_k, top_p=top_p)
         if state is None:
             if z is None and bool(getattr(self, "latent_in_use", False)):
                 z = torch.randn(n, self.latent.in_features, generator=generator, device=self.device)
@@ -353,6 +356,7 @@ class Generator(nn.Module):
         logps = torch.zeros(B, max_len, device=self.device)
         alive = torch.ones(B, dtype=torch.bool, device=self.device)
         for t in range(max_len):
+            interrupt.point()  # SIGTERM during training: stop here (the engine rolls back)
             token, lp, state = self._sample_next(token, state, temperature, top_k, top_p, generator, ban_ids)
             if self.eos_id is not None:
                 token = torch.where(alive, token, torch.full_like(token, pad))
@@ -386,6 +390,7 @@ class Generator(nn.Module):
         token: Tensor = self._bos(n).squeeze(1)
         softs, hards = [], []
         for _ in range(max_len):
+            interrupt.point()
             logits, state = self.step(token, state)
             soft, hard = gumbel_softmax(logits.float(), tau, generator)
             softs.append(soft)

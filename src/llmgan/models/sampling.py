@@ -89,8 +89,37 @@ def ban_logits(logits: Tensor, ban_ids: Tensor | None) -> Tensor:
 
 
 def _check_temperature(temperature: float) -> None:
-    if temperature < 0:
+    if not temperature >= 0:  # NaN fails this too (it reached an IndexError deep in the draw)
         raise ConfigError(f"temperature must be >= 0, got {temperature}")
+
+
+SAMPLING_NAMES = {"n": "n", "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "max_len": "max_len"}
+
+
+def check_sampling_options(
+    *,
+    n: int | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    max_len: int | None = None,
+    names: dict[str, str] | None = None,
+) -> None:
+    """The one validation of sampling options (CLI flags, ``Generator.sample``, the server): a
+    ConfigError naming the option for n < 1, a temperature that is NaN, infinite or negative, top_k < 1,
+    top_p outside (0, 1], max_len < 1. ``names`` renames options in the message (``{"top_p": "--top-p"}``).
+    None means "not given" and is always accepted."""
+    nm = {**SAMPLING_NAMES, **(names or {})}
+    if n is not None and n < 1:
+        raise ConfigError(f"{nm['n']}: expected at least 1 sample, got {n}")
+    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
+        raise ConfigError(f"{nm['temperature']}: expected a finite number >= 0 (0: greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"{nm['top_k']}: expected >= 1 (or leave it unset), got {top_k}")
+    if top_p is not None and not (0 < top_p <= 1):  # NaN fails this too
+        raise ConfigError(f"{nm['top_p']}: expected a probability in (0, 1] (or leave it unset), got {top_p}")
+    if max_len is not None and max_len < 1:
+        raise ConfigError(f"{nm['max_len']}: expected at least 1 token, got {max_len}")
 
 
 def sample_categorical(

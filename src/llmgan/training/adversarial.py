@@ -112,7 +112,32 @@ def _probe(ctx: GANContext, n: int = 256):
     return ctx.sample(n)
 
 
+def _fresh_round() -> dict:
+    """Progress inside one round, kept in the checkpoint's state so a stop mid-round resumes exactly:
+    sub-steps done (g, mle, d), the latest statistics of each kind and the round's timings."""
+    return {"g": 0, "mle": 0, "d": 0, "steps_done": False, "g_stats": {}, "d_stats": {}, "metrics": {},
+            "mle_loss": None, "time_g_s": 0.0, "time_d_s": 0.0}
+
+
+def _round_end(tr: Trainer, pos: dict) -> None:
+    """After a round's updates: diversity probe, finiteness of every loss, the log line, evaluation."""
+    a, ctx, st = tr.cfg.adversarial, tr.adversarial.ctx, tr.state
+    probe = _probe(ctx)
+    record = {**pos["g_stats"], **pos["d_stats"], **pos["metrics"], **_distinct(probe.tokens, probe.lengths),
+              "time_g_s": pos["time_g_s"], "time_d_s": pos["time_d_s"], "round": st["round"]}
+    if pos["mle_loss"] is not None:
+        record["mle_loss"] = pos["mle_loss"]
+    for k, v in record.items():
+        if k.endswith("loss") and isinstance(v, float):
+            tr.check_finite(v, f"{a.algorithm} {k}")
+    tr.logger.log(tr.global_step, "adversarial", **record)
+    if st["round"] % a.eval_every == 0 or st["round"] == a.rounds:
+        tr.evaluate()
+
+
 def adversarial_phases(tr: Trainer) -> None:
+    """D pre-training, then the rounds; every G/MLE/D step and each round's end is a sub-step
+    (``Trainer.sub_step``), and ``state["round_pos"]`` records how far the current round got."""
     adv = tr.adversarial
     a, algo, ctx, st = tr.cfg.adversarial, adv.algorithm, adv.ctx, tr.state
     if not st.get("algo_started"):
@@ -123,9 +148,8 @@ def adversarial_phases(tr: Trainer) -> None:
     if st["phase"] == "d_pretrain":
         if algo.uses_discriminator:
             while st["d_pretrain"] < a.d_pretrain_steps:
-                tr.maybe_stop()
                 t0 = time.time()
-                stats = algo.d_step(ctx)
+                stats = tr.sub_step(lambda: algo.d_step(ctx))
                 st["d_pretrain"] += 1
                 tr.logger.log(tr.global_step, "d_pretrain", refresh=st["d_pretrain"], time_s=time.time() - t0, **stats)
                 if st["d_pretrain"] % 10 == 0 or st["d_pretrain"] == a.d_pretrain_steps:
@@ -134,35 +158,33 @@ def adversarial_phases(tr: Trainer) -> None:
                     tr.save()
         st["phase"] = "adversarial"
         tr.save()
-    while st["round"] < a.rounds:
-        tr.maybe_stop()
-        ctx.metrics = {}
-        t0 = time.time()
-        g_stats: dict = {}
-        for _ in range(a.g_steps):
-            g_stats = algo.g_step(ctx) or {}
-        t_g = time.time() - t0
-        mle_loss = None
-        for _ in range(a.mle_steps_per_round):
-            mle_loss = _mle_step(tr)
-        t1 = time.time()
-        d_stats: dict = {}
-        if algo.uses_discriminator:
-            for _ in range(a.d_steps):
-                d_stats = algo.d_step(ctx) or {}
-        t_d = time.time() - t1
-        st["round"] += 1
-        dist_utils.assert_in_sync(tr.models(), f"adversarial round {st['round']}")
-        probe = _probe(ctx)
-        record = {**g_stats, **d_stats, **ctx.metrics, **_distinct(probe.tokens, probe.lengths),
-                  "time_g_s": t_g, "time_d_s": t_d, "round": st["round"]}
-        if mle_loss is not None:
-            record["mle_loss"] = mle_loss
-        for k, v in record.items():
-            if k.endswith("loss") and isinstance(v, float):
-                tr.check_finite(v, f"{a.algorithm} {k}")
-        tr.logger.log(tr.global_step, "adversarial", **record)
-        if st["round"] % a.eval_every == 0 or st["round"] == a.rounds:
-            tr.evaluate()
+    while True:
+        pos = st.get("round_pos")
+        if pos is None:
+            if st["round"] >= a.rounds:
+                break
+            pos = st["round_pos"] = _fresh_round()
+        if not pos["steps_done"]:
+            ctx.metrics = dict(pos["metrics"])
+            while pos["g"] < a.g_steps:
+                t0 = time.time()
+                pos["g_stats"] = tr.sub_step(lambda: algo.g_step(ctx) or {})
+                pos["g"] += 1
+                pos["time_g_s"] += time.time() - t0
+                pos["metrics"] = dict(ctx.metrics)
+            while pos["mle"] < a.mle_steps_per_round:
+                pos["mle_loss"] = tr.sub_step(lambda: _mle_step(tr))
+                pos["mle"] += 1
+            while algo.uses_discriminator and pos["d"] < a.d_steps:
+                t1 = time.time()
+                pos["d_stats"] = tr.sub_step(lambda: algo.d_step(ctx) or {})
+                pos["d"] += 1
+                pos["time_d_s"] += time.time() - t1
+                pos["metrics"] = dict(ctx.metrics)
+            st["round"] += 1
+            pos["steps_done"] = True
+            dist_utils.assert_in_sync(tr.models(), f"adversarial round {st['round']}")
+        tr.sub_step(lambda: _round_end(tr, pos))  # noqa: B023 - called at once, inside the iteration
+        st["round_pos"] = None
         if st["round"] % a.checkpoint_every == 0 and st["round"] < a.rounds:
             tr.save()

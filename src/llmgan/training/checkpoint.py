@@ -9,6 +9,8 @@ Layout of one checkpoint (a directory):
         state.json                  step counters, phase, RNG states, optimizer hyper-parameters (written last)
     checkpoints/step-0000123.1/     a later save of the same step (D pre-training re-saves one step)
     checkpoints/latest              a text file naming the newest complete checkpoint
+    checkpoints/best                (early-stopping runs) the checkpoint of the best validation NLL;
+                                    never pruned, and what generate/evaluate load (llmgan.run)
 
 A checkpoint is written into a hidden temporary directory, every file fsynced, and renamed to a
 name no other checkpoint has; ``latest`` is then replaced atomically, and only after that are old
@@ -18,6 +20,8 @@ checkpoint, the previous one or the new one. No pickle anywhere.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import random
@@ -87,6 +91,32 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 
 # --- whole checkpoints -------------------------------------------------------------------------
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checkpoint_file(ckpt_dir: str, name: str) -> None:
+    """Compare ``name``'s SHA-256 with the one state.json recorded at save: a bit flip in a tensor
+    would otherwise load silently as wrong weights. Checkpoints from before checksums pass."""
+    try:
+        with open(os.path.join(ckpt_dir, "state.json"), encoding="utf-8") as f:
+            expected = json.load(f).get("files", {}).get(name)
+    except (OSError, ValueError):
+        return  # Checkpointer.load reports a missing or corrupt state.json itself
+    path = os.path.join(ckpt_dir, name)
+    if expected is not None and os.path.isfile(path) and file_sha256(path) != expected:
+        load_tensors(path)  # a file safetensors cannot even parse gets its own message (truncated, ...)
+        raise CheckpointError(
+            f"{path}: corrupt (its SHA-256 differs from the one recorded when it was saved); "
+            "use an older checkpoint of the run or retrain"
+        )
+
+
+
 _NAME = re.compile(r"^step-(\d+)(?:\.(\d+))?$")
 
 
@@ -139,8 +169,10 @@ class Checkpointer:
         optimizers: dict[str, torch.optim.Optimizer],
         state: dict,
         generators: dict[str, torch.Generator] | None = None,
+        best: bool = False,
     ) -> str | None:
-        """Write a checkpoint of ``step`` under a new directory and point ``latest`` at it."""
+        """Write a checkpoint of ``step`` under a new directory and point ``latest`` at it (and ``best``,
+        when ``best``: the pointer moves after ``latest``, so a crash in between keeps the old best)."""
         if not self.is_writer:
             return None
         if not os.path.isdir(self.dir):
@@ -162,16 +194,33 @@ class Checkpointer:
             for key, g in (generators or {}).items():
                 rng_tensors[f"gen.{key}"] = g.get_state()
             save_tensors(rng_tensors, os.path.join(tmp, "rng.safetensors"), sync_dir=False)
-            payload = {"step": step, "state": state, "optimizers": opt_meta, "rng": rng_meta}
+            # checksums of every file (read back from the page cache), verified on load
+            files = {n: file_sha256(os.path.join(tmp, n)) for n in sorted(os.listdir(tmp))
+                     if n.endswith(".safetensors")}
+            payload = {"step": step, "state": state, "optimizers": opt_meta, "rng": rng_meta, "files": files}
             # state.json last: a directory holding it holds every other file of the checkpoint
             atomic_write_text(os.path.join(tmp, "state.json"), json.dumps(payload, indent=1), sync_dir=False)
             fsync_dir(tmp)
             os.rename(tmp, final)  # a fresh name: nothing is removed or replaced
             fsync_dir(self.dir)
+        except OSError as e:  # disk full, quota, read-only: say what survived
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                kept = self.latest()
+            except CheckpointError:
+                kept = None
+            why = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+            raise CheckpointError(
+                f"{self.dir}: could not write the checkpoint of step {step} ({why}); "
+                + (f"the previous checkpoint {kept} is intact" if kept else "no earlier checkpoint exists")
+                + ", free space and continue with --resume"
+            ) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         atomic_write_text(os.path.join(self.dir, "latest"), name + "\n")  # the commit point
+        if best:
+            atomic_write_text(os.path.join(self.dir, "best"), name + "\n")
         self._prune(keep_name=name)
         return final
 
@@ -202,6 +251,9 @@ class Checkpointer:
             return
         i = names.index(keep_name)
         kept = set(names[max(0, i - (self.keep - 1)) : i + 1])
+        best = self._pointer("best")
+        if best is not None:  # the best checkpoint outlives keep_checkpoints (it may be the oldest)
+            kept.add(best)
         for old in names:
             if old in kept:
                 continue
@@ -211,6 +263,21 @@ class Checkpointer:
             except OSError:
                 continue  # a leftover of the same name (next save cleans it), or already gone
             shutil.rmtree(doomed, ignore_errors=True)
+
+    def _pointer(self, name: str) -> str | None:
+        try:
+            with open(os.path.join(self.dir, name), encoding="utf-8") as f:
+                target = f.read().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return target if checkpoint_key(target) is not None else None
+
+    def best(self) -> str | None:
+        """Path of the best-validation checkpoint (early-stopping runs), None when there is none."""
+        name = self._pointer("best")
+        if name is None or not self._complete(name):
+            return None
+        return os.path.join(self.dir, name)
 
     def latest(self) -> str | None:
         """Path of the checkpoint ``latest`` names, or None when no save has completed.
@@ -258,6 +325,8 @@ class Checkpointer:
             raise CheckpointError(f"{state_path}: checkpoint state not found") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{state_path}: corrupt checkpoint state ({e})") from None
+        for name in payload.get("files", {}):
+            verify_checkpoint_file(path, name)
         for key, model in models.items():
             load_model_weights(model, os.path.join(path, f"{key}.safetensors"))
         for key, opt in (optimizers or {}).items():

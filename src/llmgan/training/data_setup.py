@@ -121,6 +121,12 @@ def prepare_data(cfg: RunConfig, run_dir: str, resume: bool = False) -> RunData:
             tokenizer = load_tokenizer(tok_path)
         elif init_tok is not None:  # continue another run: its vocabulary, not a new one
             tokenizer = load_tokenizer(init_tok)
+            if tokenizer.kind != d.tokenizer:  # else: "token 'reality' is not an integer" while encoding
+                raise ConfigError(
+                    f"train.init_from: {cfg.train.init_from} was trained with the {tokenizer.kind!r} tokenizer, "
+                    f"this run's data.tokenizer is {d.tokenizer!r}; init_from needs the same tokenizer "
+                    f"(set data.tokenizer={tokenizer.kind} and the same kind of data, or drop init_from)"
+                )
         else:
             tokenizer = build_tokenizer(d.tokenizer, train_texts, vocab_size=d.vocab_size, min_freq=d.min_freq)
     tokenizer.save(tok_path)

@@ -13,20 +13,25 @@ its last checkpoint left off (same data order, same RNG streams).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
 import signal
+import sys
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from llmgan import interrupt
 from llmgan.config import RunConfig, save_config
 from llmgan.data import RunData
 from llmgan.data.conditional import trim_prompt
-from llmgan.errors import CheckpointError, TrainingDiverged
+from llmgan.errors import CheckpointError, ConfigError, TrainingDiverged
 from llmgan.fileio import atomic_write_text
 from llmgan.models.factory import make_generator
 from llmgan.training import distributed as dist_utils
@@ -46,8 +51,65 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class _StopRequested(Exception):
-    pass
+_T = TypeVar("_T")
+
+# Modules with more parameters than this are not snapshotted at their first update inside a sub-step
+# (memory: a copy of a large LLM and its Adam moments); a stop then waits for the sub-step to finish.
+SNAPSHOT_MAX_PARAMS = 50_000_000
+
+
+class _SubStep:
+    """What one sub-step (a G step, a D step, an evaluation) may change, captured so that a stop
+    requested in the middle of it can put everything back: the run then checkpoints the state at the
+    sub-step's start and ``--resume`` re-runs the sub-step from there, bit for bit.
+
+    RNG states and the algorithm's own state are taken at the start (cheap); a module and its
+    optimizer are copied lazily, just before their first update inside the sub-step. Under torchrun
+    (several ranks) nothing is rolled back: ranks would have to agree at every interruption point,
+    so there a stop waits for the sub-step boundary.
+    """
+
+    def __init__(self, tr: Trainer):
+        self.tr = tr
+        self.rollbackable = tr.world == 1
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        self.rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if cuda else None,
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "sample": tr.sample_rng.get_state(),
+            "data": tr.data_rng.get_state(),
+        }
+        adv = tr.adversarial
+        self.algo_state = copy.deepcopy(adv.algorithm.state_dict()) if adv is not None else None
+        self.metrics = dict(adv.ctx.metrics) if adv is not None else None
+        self.saved: dict[int, tuple[torch.nn.Module, torch.optim.Optimizer, dict, dict]] = {}
+
+    def before_update(self, module: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        if not self.rollbackable or id(module) in self.saved:
+            return
+        if sum(p.numel() for p in module.parameters()) > SNAPSHOT_MAX_PARAMS:
+            self.rollbackable = False
+            return
+        weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        self.saved[id(module)] = (module, opt, weights, copy.deepcopy(opt.state_dict()))
+
+    def rollback(self) -> None:
+        tr = self.tr
+        for module, opt, weights, opt_state in self.saved.values():
+            module.load_state_dict(weights)
+            opt.load_state_dict(opt_state)
+        torch.set_rng_state(self.rng["torch"])
+        if self.rng["cuda"] is not None:
+            torch.cuda.set_rng_state_all(self.rng["cuda"])
+        random.setstate(self.rng["python"])
+        np.random.set_state(self.rng["numpy"])
+        tr.sample_rng.set_state(self.rng["sample"])
+        tr.data_rng.set_state(self.rng["data"])
+        if tr.adversarial is not None:
+            tr.adversarial.algorithm.load_state_dict(copy.deepcopy(self.algo_state), tr.device)
+            tr.adversarial.ctx.metrics = dict(self.metrics or {})
 
 
 class Trainer:
@@ -57,7 +119,9 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = run_dir
         self.resume = resume
-        self._stop = False
+        self._stop = False  # set by tests (and by the signal handler, through llmgan.interrupt)
+        self._sub: _SubStep | None = None
+        self._signal: int | None = None
 
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -70,6 +134,12 @@ class Trainer:
         self.scaler = LossScaler(self.precision, self.device)  # fp16 loss scaling; plain backward otherwise
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
         seed_everything(cfg.seed)
+        if self.resume and not os.path.isfile(os.path.join(self.run_dir, "config.yaml")):
+            # a typo in --out must not silently start a new run from scratch
+            raise CheckpointError(
+                f"--resume: {self.run_dir} is not a run directory (no config.yaml); check the path, "
+                "or drop --resume to start a new run there"
+            )
         os.makedirs(self.run_dir, exist_ok=True)
         self.checkpointer = Checkpointer(self.run_dir, keep=cfg.train.keep_checkpoints, is_writer=dist_utils.is_main())
         latest = self.checkpointer.latest() if self.resume else None
@@ -128,13 +198,30 @@ class Trainer:
             info(f"resumed from {latest} (phase {self.state['phase']}, step {self.global_step})")
             if self.state["phase"] == "done" and self.adversarial is None and self.state["epoch"] < cfg.train.epochs:
                 self.state["phase"] = "mle"  # a finished MLE run resumed with more epochs trains on
+                self.state["early_stopped"] = False
 
     def _init_from(self, run_dir: str) -> None:
         ckpt = Checkpointer(run_dir).latest()
         if ckpt is None:
             raise CheckpointError(f"train.init_from: {run_dir} has no checkpoint")
+        self._check_init_tokenizer(run_dir)
         fresh = load_model_weights(self.generator, os.path.join(ckpt, "generator.safetensors"), allow_missing=True)
         info(f"generator initialised from {ckpt}" + (f" (new, not in it: {', '.join(fresh)})" if fresh else ""))
+
+    def _check_init_tokenizer(self, run_dir: str) -> None:
+        """Refuse an init_from run whose tokenizer differs from this run's (ids would mean other tokens)."""
+        from llmgan.data import load_tokenizer
+
+        path = os.path.join(run_dir, "tokenizer.json")
+        if not os.path.isfile(path):
+            return
+        theirs, ours = load_tokenizer(path), self.data.tokenizer
+        if theirs.kind != ours.kind or theirs.vocab_size != ours.vocab_size:
+            raise ConfigError(
+                f"train.init_from: {run_dir} was trained with a {theirs.kind!r} tokenizer of {theirs.vocab_size} "
+                f"tokens, this run has a {ours.kind!r} tokenizer of {ours.vocab_size}; init_from needs the same "
+                f"tokenizer (set data.tokenizer={theirs.kind} and the same data, or start without init_from)"
+            )
 
     @property
     def global_step(self) -> int:
@@ -154,7 +241,8 @@ class Trainer:
             out.update(self.adversarial.optimizers())
         return out
 
-    def save(self) -> None:
+    def save(self, best: bool = False) -> None:
+        """Checkpoint everything; ``best``: this is the best validation NLL so far (kept from pruning)."""
         self.state["sched"] = self.g_sched.state_dict()
         self.state["loss_scale"] = self.scaler.state_dict(self.optimizers())
         if self.adversarial is not None:
@@ -170,6 +258,7 @@ class Trainer:
             optimizers,
             dict(self.state),
             generators={"sample": self.sample_rng, "data": self.data_rng},
+            best=best,
         )
         if path:
             self.latest_checkpoint = path
@@ -213,6 +302,8 @@ class Trainer:
         """The one optimizer step every phase uses: finiteness agreed across ranks, backward (through
         DDP's bucketed, overlapped gradient averaging under torchrun), gradient clipping, step."""
         self.check_finite(loss, what)
+        if self._sub is not None:  # a stop later in this sub-step must be able to undo this update
+            self._sub.before_update(module, opt)
         opt.zero_grad(set_to_none=True)
         # fp16: the loss scaler (llmgan.training.precision) scales, unscales before clipping, skips overflows
         self.scaler.backward(self.data_parallel.prepare(module, loss), opt)
@@ -240,16 +331,18 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ run
     def run(self) -> dict:
+        """Train to the end, or until SIGTERM/SIGINT: then checkpoint and exit 128 + the signal (143).
+
+        The first signal is honoured at the next interruption point inside any phase (an MLE step, a
+        D minibatch, a rollout batch, a token step of sampling, an evaluation batch): the sub-step in
+        progress is rolled back (see ``_SubStep``), a checkpoint recording exactly which sub-step of
+        the round comes next is written, and ``--resume`` continues to the same final weights. A
+        second signal exits at once (128 + signal) without a checkpoint; ``latest`` stays valid.
+        """
+        interrupt.clear()
         self.setup()
-        previous = signal.getsignal(signal.SIGTERM)
-
-        def on_term(signum, frame):  # finish the current step, checkpoint, exit
-            self._stop = True
-
-        try:
-            signal.signal(signal.SIGTERM, on_term)
-        except ValueError:  # not the main thread
-            previous = None
+        previous = self._install_signal_handlers()
+        interrupt.set_guard(lambda: self._sub is not None and self._sub.rollbackable)
         try:
             if self.state["phase"] == "mle":
                 self.mle_phase()
@@ -257,22 +350,63 @@ class Trainer:
                 self.save()
             if self.adversarial is not None and self.state["phase"] in ("d_pretrain", "adversarial"):
                 adversarial_phases(self)
-            final = self.evaluate(final=True)
+            final = self.sub_step(lambda: self.evaluate(final=True))
             self.state.update(phase="done", done=True)
             self.save()
             return final
-        except _StopRequested:
+        except interrupt.StopRequested:
             self.save()
             info(f"stopped on request; checkpoint written, continue with --resume ({self.run_dir})")
-            raise SystemExit(143) from None
+            raise SystemExit(128 + (self._signal or signal.SIGTERM)) from None
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            interrupt.set_guard(None)
+            interrupt.clear()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             self.logger.close()
 
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        def on_signal(signum: int, frame: Any) -> None:
+            if self._signal is not None:  # the second signal: the user means it, exit now
+                sys.stderr.write(f"llmgan: second signal {signum}: exiting without a checkpoint\n")
+                os._exit(128 + signum)
+            self._signal = signum
+            interrupt.request()
+            sys.stderr.write(f"llmgan: signal {signum}: stopping at the next step, then checkpointing "
+                             "(send it again to exit at once)\n")
+
+        previous: dict[int, Any] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[signum] = signal.signal(signum, on_signal)
+            except ValueError:  # not the main thread: no handlers, the caller owns signals
+                break
+        return previous
+
+    def stop_requested(self) -> bool:
+        """A stop asked for on any rank (under torchrun the ranks agree: one tiny all-reduce)."""
+        local = self._stop or interrupt.requested()
+        if self.world > 1:
+            return dist_utils.first_rank_where(local, self.device) is not None
+        return local
+
     def maybe_stop(self) -> None:
-        if self._stop:
-            raise _StopRequested
+        """A step boundary: raise StopRequested when a stop is pending."""
+        if self.stop_requested():
+            raise interrupt.StopRequested
+
+    def sub_step(self, fn: Callable[[], _T]) -> _T:
+        """Run one sub-step (a G or D step, an evaluation) so that a stop requested inside it rolls it
+        back to its start; a stop pending before it raises at once (a step boundary)."""
+        self.maybe_stop()
+        self._sub = _SubStep(self)
+        try:
+            return fn()
+        except interrupt.StopRequested:
+            self._sub.rollback()
+            raise
+        finally:
+            self._sub = None
 
     # ------------------------------------------------------------------------------ MLE
     def mle_phase(self) -> None:
@@ -293,7 +427,10 @@ class Trainer:
                 disable=None,
             )
         last_log, tokens_since = time.time(), 0
-        while self.state["epoch"] < t.epochs:
+        # a run stopped during an epoch-end evaluation resumes by redoing it
+        if self.state.get("epoch_end_pending"):
+            self._epoch_end()
+        while self.state["epoch"] < t.epochs and not self.state.get("early_stopped"):
             epoch = self.state["epoch"]
             if t.max_steps is not None and self.state["mle_step"] >= t.max_steps:
                 break
@@ -337,25 +474,41 @@ class Trainer:
                     last_log, tokens_since = now, 0
                 if t.max_steps is not None and step >= t.max_steps:
                     break
-            epoch_done = self.state["batch"] >= n_batches
-            if epoch_done:
+            if self.state["batch"] >= n_batches:
                 self.state["epoch"] = epoch + 1
                 self.state["batch"] = 0
                 if not self.sharded:  # shards differ by design; FSDP keeps them consistent
                     dist_utils.assert_in_sync({"generator": self.generator}, f"MLE epoch {epoch + 1}")
-            finished = epoch + 1 >= t.epochs or (t.max_steps is not None and self.state["mle_step"] >= t.max_steps)
-            if epoch_done and ((epoch + 1) % t.eval_every == 0 or finished):
-                metrics = self.evaluate()
-                if self._early_stop(metrics):
-                    info(
-                        f"early stopping after epoch {epoch + 1}: validation NLL has not improved "
-                        f"for {t.early_stopping} evaluations"
-                    )
+                self.state["epoch_end_pending"] = True
+                if self._epoch_end():
                     break
-            if epoch_done and ((epoch + 1) % t.checkpoint_every == 0) and not finished:
-                self.save()
         if bar is not None:
             bar.close()
+
+    def _epoch_end(self) -> bool:
+        """Evaluation (a sub-step: a stop inside it is redone on resume), early stopping, checkpoint
+        after the epoch ``state["epoch"]`` just finished. True when early stopping ends MLE."""
+        t = self.cfg.train
+        done = int(self.state["epoch"])
+        finished = done >= t.epochs or (t.max_steps is not None and self.state["mle_step"] >= t.max_steps)
+        if done % t.eval_every == 0 or finished:
+            metrics = self.sub_step(self.evaluate)
+            self.state["epoch_end_pending"] = False
+            best_before = self.state.get("best_valid")
+            if self._early_stop(metrics):
+                info(
+                    f"early stopping after epoch {done}: validation NLL has not improved "
+                    f"for {t.early_stopping} evaluations"
+                )
+                self.state["early_stopped"] = True
+                return True
+            if t.early_stopping is not None and self.state.get("best_valid") != best_before:
+                self.save(best=True)  # a new best: checkpointed now and protected from pruning
+                return False
+        self.state["epoch_end_pending"] = False
+        if done % t.checkpoint_every == 0 and not finished:
+            self.save()
+        return False
 
     def _early_stop(self, metrics: dict) -> bool:
         t = self.cfg.train

@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 import torch
 
+from llmgan import interrupt
 from llmgan.data import EncodedCorpus
 from llmgan.metrics.nll import corpus_nll  # noqa: F401 - re-exported (tests, CLI)
 from llmgan.models.base import Generator
+from llmgan.models.sampling import check_sampling_options
 
 
 @torch.no_grad()
@@ -28,6 +30,7 @@ def sample_tokens(
     generator.eval()
     toks, lens = [], []
     for start in range(0, n, batch_size):
+        interrupt.point()
         s = generator.sample(
             min(batch_size, n - start), max_len, temperature=temperature, top_k=top_k, top_p=top_p, generator=rng,
             ban_ids=ban_ids,
@@ -124,7 +127,8 @@ def evaluate_run(
         raise ConfigError(f"bleu references {refs_mode!r}: expected one of {', '.join(BLEU_REFERENCES)}")
     tok_name = bleu_tokenizer_for(run, bleu_tokenizer)
     ban_ids = ban_token_ids(run.tokenizer, run.cfg.eval.ban_tokens if ban_tokens is None else ban_tokens)
-    n = n_samples or run.cfg.eval.n_samples
+    n = run.cfg.eval.n_samples if n_samples is None else n_samples
+    check_sampling_options(n=n, temperature=temperature, names={"n": "n_samples"})  # 0 fell back to the default
     out: dict = {"n_samples": n, "temperature": temperature}
     if conditional:
         refused = [m for m in metrics if m in ("nll_gen", "detector_auroc", "ebm_nll")]
