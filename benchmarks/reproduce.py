@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -193,6 +194,18 @@ def run(args: argparse.Namespace) -> int:
                OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     print(("resuming " if resume else "starting ") + " ".join(cmd), file=sys.stderr, flush=True)
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+
+    def stop(signum, _frame):  # `timeout` / kill: stop training too (its checkpoints stay), keep the record
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        sync(result_lines(name, args.seed, run_dir, args.threads, args.device, shown), args.results)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     while True:
         try:
             rc = proc.wait(timeout=args.poll)
