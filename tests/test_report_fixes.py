@@ -62,3 +62,16 @@ def test_standard_error_in_cell_and_wide_tables_transposed():
     assert lines[0] == "| metric | a | b |"
     assert "| eval: bleu_2 ↑ | 0.2000 | **0.9000** |" in lines
     assert len(lines) == 2 + 1 + len(wide_eval)  # header, rule, algorithm row, one row per metric
+
+
+def test_frontier_section_against_the_mle_run(tmp_path):
+    from llmgan.report import frontier_section
+
+    infos = [_info("mle"), _info("gan", summary={"algorithm": "seqgan"})]
+    rows = [{"run": "mle", "kind": "oracle", "temperature": t, "test_nll": x, "oracle_nll": y}
+            for t, x, y in ((0.8, 7.0, 8.0), (1.0, 5.0, 9.0))]
+    rows.append({"run": "gan", "kind": "oracle", "temperature": 1.0, "test_nll": 6.0, "oracle_nll": 8.0})
+    png, table = frontier_section(infos, rows, str(tmp_path))
+    assert png == "sweep/frontier.png" and (tmp_path / png).stat().st_size > 0
+    assert "| gan | seqgan | None | -0.500 | 1 | -0.500 | 0/1 |" in table  # MLE's curve at 6.0 is 8.5
+    assert frontier_section(infos[:1], rows[:2], str(tmp_path)) is None  # nothing to compare

@@ -203,6 +203,7 @@ def _summary(run) -> dict:
         "params": run.generator.num_parameters(),
         "checkpoint": ckpt,
         "data": "oracle" if cfg.data.oracle else cfg.data.tokenizer,
+        "log_samples": cfg.eval.n_samples,  # sample count behind the training log's sampled metrics
     }
 
 
@@ -490,16 +491,55 @@ def build_report(run_dirs: Sequence[str], out_dir: str, sweep_dir: str | None = 
         if found:  # the BLEU definition the numbers follow (docs/configuration.md, BLEU)
             n_eval += f", BLEU {what}: {'/'.join(found)}"
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sweep_dir)
-    _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp)
+    frontier = frontier_section(infos, sweep_rows, out_dir) if sweep_rows else None
+    _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sweep_dir, frontier)
+    _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, frontier)
     return os.path.join(out_dir, "index.html")
+
+
+def frontier_section(infos: Sequence[_RunInfo], sweep_rows: Sequence[dict], out_dir: str) -> tuple[str, str] | None:
+    """(frontier plot path relative to out_dir, gap table in Markdown) when the sweep holds an MLE oracle
+    run (the reference curve: the first run whose algorithm is ``mle``) and at least one other oracle run."""
+    from llmgan.errors import ConfigError
+    from llmgan.frontier import gap_markdown, plot_frontier
+
+    algo = {i.name: i.summary.get("algorithm") for i in infos}
+    oracle = [r for r in sweep_rows if r.get("kind") == "oracle" and _is_number(r.get("oracle_nll"))]
+    mle = next((i.name for i in infos if algo[i.name] == "mle" and any(r["run"] == i.name for r in oracle)), None)
+    if mle is None:
+        return None
+    ref = [r for r in oracle if r["run"] == mle]
+    others = [{**r, "algorithm": algo.get(r["run"], "")} for r in oracle if r["run"] != mle]
+    if not others:
+        return None
+    try:
+        table = gap_markdown(ref, others)
+    except ConfigError:  # MLE's sweep has fewer than two Pareto points: no curve to compare with
+        return None
+    os.makedirs(os.path.join(out_dir, "sweep"), exist_ok=True)
+    plot_frontier(ref, others, os.path.join(out_dir, "sweep", "frontier.png"))
+    return "sweep/frontier.png", table
+
+
+def _md_to_html_table(md: str) -> str:
+    rows = [ln.strip().strip("|").split(" | ") for ln in md.splitlines() if ln.strip() and not ln.startswith("|---")]
+    e = html.escape
+    head = "".join(f"<th>{e(c.strip())}</th>" for c in rows[0])
+    body = "\n".join("<tr>" + "".join(f"<td>{e(c.strip())}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
+
+
+_FRONTIER_NOTE = ("Frontier gap: each run's NLL_oracle minus the MLE run's temperature curve (its Pareto part) at "
+                  "the same NLL_test; negative = better than temperature-tuned MLE at that diversity; "
+                  "“outside” = its NLL_test lies outside MLE's range. The noise band is not known from one "
+                  "seed: compare with a second MLE seed before reading small gaps.")
 
 
 def _rel(path: str, out_dir: str) -> str:
     return os.path.relpath(path, out_dir).replace(os.sep, "/")
 
 
-def _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sweep_dir) -> None:
+def _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sweep_dir, frontier=None) -> None:
     e = html.escape
     names = ", ".join(i.name for i in infos)
     parts = [
@@ -531,6 +571,14 @@ def _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sw
         parts.append(f'<figure><img src="{e(sweep_png)}" alt="quality-diversity curves"></figure>')
     else:
         parts.append('<p class="note">No sweep (no held-out data for any run).</p>')
+    if frontier:
+        parts.append("<h2>Oracle frontier: gap to temperature-tuned MLE</h2>")
+        parts.append(f'<p class="meta">{html.escape(_FRONTIER_NOTE)}</p>')
+        parts.append(_md_to_html_table(frontier[1]))
+        parts.append(f'<figure><img src="{html.escape(frontier[0])}" alt="oracle frontier"></figure>')
+    parts.append(
+        '<p class="meta">Sampled metrics of one checkpoint differ between the training log, the evaluation '
+        "and the sweep at T=1: each draws its own sample set (sizes above; ± is one standard error).</p>")
     parts.append("<h2>Training curves</h2>")
     if curves:
         parts.append('<div class="grid">')
@@ -552,7 +600,7 @@ def _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sw
         f.write("\n".join(parts) + "\n")
 
 
-def _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp) -> None:
+def _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, frontier=None) -> None:
     lines = [
         "# llmgan report",
         "",
@@ -574,6 +622,11 @@ def _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp
         lines += [f"![quality-diversity curves]({sweep_png})", "", sweep_markdown(sweep_rows), ""]
     else:
         lines += ["No sweep (no held-out data for any run).", ""]
+    if frontier:
+        lines += ["## Oracle frontier: gap to temperature-tuned MLE", "", _FRONTIER_NOTE, "", frontier[1], "",
+                  f"![oracle frontier]({frontier[0]})", ""]
+    lines += ["Sampled metrics of one checkpoint differ between the training log, the evaluation and the sweep "
+              "at T=1: each draws its own sample set (± is one standard error).", ""]
     lines += ["## Training curves", ""]
     for curve, path in curves:
         lines += [f"**{curve.title}**", "", f"![{curve.title}]({_rel(path, out_dir)})", ""]
