@@ -131,8 +131,8 @@ def main() -> int:
         os.makedirs(os.path.dirname(PNG), exist_ok=True)
         frontier.plot_frontier(ref, others, PNG, title=f"Oracle frontier ({a.n_samples} samples per point; "
                                f"MLE {a.mle_epochs} epochs; adversarial runs {a.budget_min} min each)")
-        meta = {os.path.basename(d): round(w / 60, 1) for d, w in walls.items()}
-        cuts = "; ".join(f"{k}: {', '.join(v)}" for k, v in SHORT.items() if k in a.algorithms.split(","))
+        meta = {os.path.basename(d): round(w / 60, 1) for d, w in walls.items()} or "none trained here (--reuse)"
+        cuts = "; ".join(f"{k}: {', '.join(v)}" for k, v in SHORT.items() if k in a.algorithms.split(",")) or "none"
         body = f"""## Oracle frontier: every algorithm against temperature-tuned MLE
 
 Command: `{command()}`; machine: {machine()}, CPU {_cpu()}, shared with other jobs (timings noisy).
