@@ -88,3 +88,15 @@ def test_sweep_and_report_bad_inputs(tmp_path, capsys):
     _one_line_error(capsys, ["sweep", missing, "--out", str(tmp_path / "o"), "--temperatures", "1:0"], "--temperatures")
     _one_line_error(capsys, ["report", missing, "--out", str(tmp_path / "r")], "no_run")
     _one_line_error(capsys, ["report", missing, "--out", str(tmp_path / "r"), "--sweep", str(tmp_path)], "sweep.csv")
+
+
+def test_metrics_orders_reach_self_bleu_5(files, capsys):
+    gen, ref = files
+    out = _run_json(capsys, ["metrics", "--samples", gen, "--references", ref, "--metrics", "bleu,self_bleu",
+                             "--orders", "4,5", "--json"])
+    g, r = M.tokenize_lines(GEN), M.tokenize_lines(REF)
+    assert out["self_bleu_5"] == pytest.approx(M.self_bleu(g, max_n=(4, 5))["self_bleu_5"], abs=1e-12)
+    assert out["bleu_5"] == pytest.approx(M.bleu(g, r, max_n=(4, 5))["bleu_5"], abs=1e-12)
+    assert "self_bleu_2" not in out and "bleu_2" not in out
+    _one_line_error(capsys, ["metrics", "--samples", gen, "--metrics", "self_bleu", "--orders", "4,x"], "--orders")
+    _one_line_error(capsys, ["metrics", "--samples", gen, "--metrics", "self_bleu", "--orders", "0,9"], "from 1 to 8")

@@ -125,10 +125,14 @@ def test_report_renders(runs, tmp_path):
                          temperatures="0.5,1,1.5")
     html = open(index, encoding="utf-8").read()
     assert index == str(out / "index.html")
-    table = html[html.index("<table>") : html.index("</table>")]
+    # text runs have ~20 metric columns: the table is transposed (a row per metric, a column per run)
+    table = html[html.index('<table class="transposed">') : html.index("</table>")]
     for name in ("mle_text", "seqgan_text", "mle_oracle"):
-        assert f'<td class="name">{name}</td>' in table
-    assert "oracle_nll" in table and "bleu_4" in table and "seqgan" in table and "detector_auroc" in table
+        assert f"<th>{name}</th>" in table
+    assert "oracle_nll" in table and "bleu_4" in table and "seqgan" in table and "detector_auroc →0.5" in table
+    # the recomputed oracle NLL (last group) shows its standard error beside it
+    row = re.findall(r'<td class="name">oracle_nll ↓</td>(.*?)</tr>', table)[-1]
+    assert re.search(r"<td>\d\.\d{4} ± 0\.\d{4}</td>$", row)
     imgs = re.findall(r'<img src="([^"]+)"', html)
     assert "sweep/sweep.png" in imgs and "curves/d_loss.png" in imgs and "curves/oracle_nll.png" in imgs
     for src in imgs:
@@ -138,7 +142,8 @@ def test_report_renders(runs, tmp_path):
     assert html.count("<li>") >= 30
     assert "x&lt;y&amp;z" in html and SPECIAL not in html
     md = (out / "report.md").read_text(encoding="utf-8")
-    assert "| mle_text |" in md and "![quality-diversity curves](sweep/sweep.png)" in md and SPECIAL in md
+    assert "| metric | mle_text | seqgan_text | mle_oracle |" in md
+    assert "![quality-diversity curves](sweep/sweep.png)" in md and SPECIAL in md
 
 
 def test_report_cli_with_existing_sweep(runs, tmp_path, capsys):

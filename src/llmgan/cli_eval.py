@@ -98,11 +98,26 @@ def _read_tokenized(path: str, what: str, tokenizer: str) -> list[list[str]]:
     return toks
 
 
-def score_texts(samples: list[list[str]], references: list[list[str]] | None, metrics: list[str]) -> dict:
+def parse_orders(spec: str | None) -> tuple[int, ...] | None:
+    """``--orders "2,3,4,5"`` -> (2, 3, 4, 5); None -> None (each metric's default orders)."""
+    if spec is None:
+        return None
+    try:
+        orders = tuple(int(x) for x in spec.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--orders {spec!r}: expected a comma list of n-gram orders, e.g. 2,3,4,5") from None
+    if not orders or any(not 1 <= n <= 8 for n in orders):
+        raise ConfigError(f"--orders {spec!r}: orders must be whole numbers from 1 to 8")
+    return tuple(sorted(set(orders)))
+
+
+def score_texts(samples: list[list[str]], references: list[list[str]] | None, metrics: list[str],
+                orders: tuple[int, ...] | None = None) -> dict:
     """The ``llmgan metrics`` values for tokenized samples (and references for BLEU / FED).
 
     BLEU-2..5 against the references and Self-BLEU-2..4, distinct-1..4 of the samples: the same
-    orders ``llmgan evaluate`` reports for a run.
+    orders ``llmgan evaluate`` reports for a run. ``orders`` replaces both BLEU's and Self-BLEU's
+    (Caccia et al.'s axes need Self-BLEU-5 on EMNLP News).
     """
     from llmgan import metrics as M
 
@@ -110,11 +125,11 @@ def score_texts(samples: list[list[str]], references: list[list[str]] | None, me
     if references is not None:
         out["n_references"] = len(references)
     if "bleu" in metrics:
-        out.update(M.bleu(samples, references, max_n=(2, 3, 4, 5)))
+        out.update(M.bleu(samples, references, max_n=orders or (2, 3, 4, 5)))
     if "self_bleu" in metrics:
         if len(samples) < 2:
             raise DataError("self_bleu: the samples file needs at least 2 lines")
-        out.update(M.self_bleu(samples, max_n=(2, 3, 4)))
+        out.update(M.self_bleu(samples, max_n=orders or (2, 3, 4)))
     if "distinct" in metrics:
         out.update(M.distinct(samples))
     if "fed" in metrics:
@@ -134,7 +149,7 @@ def cmd_metrics(args) -> int:
     samples = _read_tokenized(args.samples, "samples", args.tokenizer)
     # a references file that was given is read (and checked) even when no chosen metric needs it
     refs = _read_tokenized(args.references, "references", args.tokenizer) if args.references else None
-    result = score_texts(samples, refs, metrics)
+    result = score_texts(samples, refs, metrics, parse_orders(args.orders))
     if args.json:
         print(json.dumps(result))
     else:
@@ -200,5 +215,7 @@ def register(sub) -> None:
     m.add_argument("--tokenizer", default="nltk", choices=["nltk", "whitespace", "char"],
                    help="how lines become tokens: nltk = Texygen's word tokenization (default), whitespace = "
                         "str.split(), char = characters without whitespace")
+    m.add_argument("--orders", default=None, metavar="N,N,...",
+                   help="n-gram orders of BLEU and Self-BLEU (default: BLEU 2,3,4,5 and Self-BLEU 2,3,4)")
     m.add_argument("--json", action="store_true", help="one JSON object")
     m.set_defaults(func=cmd_metrics)

@@ -34,8 +34,15 @@ _LOWER = ("_nll", "self_bleu", "fed", "nll_gen")
 _HIGHER = ("bleu", "distinct", "mauve")
 
 
+# Metrics whose best value is a target, not an extreme: a detector AUROC of 0.5 means the detector
+# cannot tell generated from real text.
+_TARGET = {"detector_auroc": 0.5}
+
+
 def _direction(name: str) -> int:
-    """-1: lower is better, +1: higher is better, 0: no preference (detector AUROC is best at 0.5)."""
+    """-1: lower is better, +1: higher is better, 0: no preference or a target (see ``_TARGET``)."""
+    if name in _TARGET:
+        return 0
     if "self_bleu" in name or any(name.endswith(s) or name.startswith(s) for s in _LOWER):
         return -1
     if any(name.startswith(s) for s in _HIGHER):
@@ -60,9 +67,11 @@ CURVES: tuple[Curve, ...] = (
     Curve("g_loss", "Generator loss in adversarial rounds", "G loss", ((("adversarial",), "g_loss", ""),), "round"),
     Curve("d_loss", "Discriminator loss (x <= 0: D pre-training refreshes, then adversarial rounds)", "D loss",
           ((("d_pretrain", "adversarial"), "d_loss", ""),), "d"),
-    Curve("d_acc", "Discriminator accuracy: on real (solid) and on generated (dashed) sequences", "accuracy",
+    Curve("d_acc", "Discriminator accuracy: real (solid), generated (dashed), relativistic pairs (dotted)", "accuracy",
           ((("d_pretrain", "adversarial"), "d_acc_real", "real"),
-           (("d_pretrain", "adversarial"), "d_acc_fake", "fake")), "d"),
+           (("d_pretrain", "adversarial"), "d_acc_fake", "fake"),
+           # relativistic losses (RelGAN) score pairs: P(real scored above generated), dotted
+           (("d_pretrain", "adversarial"), "d_acc_rel", "relativistic")), "d"),
     Curve("reward_mean", "Mean reward of generated sequences (adversarial rounds)", "mean reward",
           ((("adversarial",), "reward_mean", ""),), "round"),
     Curve("oracle_nll", "Oracle NLL of generated samples (quality; lower is better)", "NLL_oracle",
@@ -76,7 +85,7 @@ _X_LABELS = {
     "round": "adversarial round",
     "d": "adversarial round (<= 0: discriminator pre-training refreshes)",
 }
-_STYLES = {"": "-", "real": "-", "valid": "-", "fake": "--", "test": "x"}
+_STYLES = {"": "-", "real": "-", "valid": "-", "fake": "--", "relativistic": ":", "test": "x"}
 
 
 @dataclass
@@ -125,8 +134,27 @@ def _x_values(records: Sequence[dict], mode: str, phases: tuple[str, ...], key: 
     return xs, ys
 
 
-def plot_curves(runs: Sequence[tuple[str, list[dict]]], out_dir: str) -> list[tuple[Curve, str]]:
-    """One PNG per quantity that at least one run logged; returns (curve, path) for those written."""
+def curve_data(runs: Sequence[tuple[str, list[dict]]], curve: Curve,
+               offsets: dict[str, int] | None = None) -> list[tuple[str, str, list, list]]:
+    """(run, series label, xs, ys) of every series of ``curve`` that has points."""
+    data = []
+    for name, records in runs:
+        for phases, key, label in curve.series:
+            xs, ys = _x_values(records, curve.x, phases, key)
+            if curve.x == "step" and (offsets or {}).get(name):
+                xs = [x + offsets[name] for x in xs]
+            if xs:
+                data.append((name, label, xs, ys))
+    return data
+
+
+def plot_curves(runs: Sequence[tuple[str, list[dict]]], out_dir: str,
+                offsets: dict[str, int] | None = None) -> list[tuple[Curve, str]]:
+    """One PNG per quantity that at least one run logged; returns (curve, path) for those written.
+
+    ``offsets``: run name -> global steps to add on the step axis (a run started with
+    ``train.init_from`` continues its parent's curve instead of starting again at 0)."""
+    offsets = offsets or {}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,15 +164,10 @@ def plot_curves(runs: Sequence[tuple[str, list[dict]]], out_dir: str) -> list[tu
     colors = {name: plt.cm.tab10(i % 10) for i, (name, _) in enumerate(runs)}
     written = []
     for curve in CURVES:
-        data = []
-        for name, records in runs:
-            for phases, key, label in curve.series:
-                xs, ys = _x_values(records, curve.x, phases, key)
-                if xs:
-                    data.append((name, label, xs, ys))
+        data = curve_data(runs, curve, offsets)
         if not data:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.2))
+        fig, ax = plt.subplots(figsize=(8.5, 4.2))
         for name, label, xs, ys in data:
             style = _STYLES.get(label, "-")
             kw = {"markersize": 7, "markeredgewidth": 2} if style == "x" else {"linewidth": 1.4}
@@ -161,10 +184,11 @@ def plot_curves(runs: Sequence[tuple[str, list[dict]]], out_dir: str) -> list[tu
         ax.set_xlabel(_X_LABELS[curve.x])
         ax.set_ylabel(curve.ylabel)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        # outside the axes, so the legend never covers data
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         fig.tight_layout()
         path = os.path.join(out_dir, f"{curve.stem}.png")
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         written.append((curve, path))
     return written
@@ -179,6 +203,7 @@ def _summary(run) -> dict:
         "params": run.generator.num_parameters(),
         "checkpoint": ckpt,
         "data": "oracle" if cfg.data.oracle else cfg.data.tokenizer,
+        "log_samples": cfg.eval.n_samples,  # sample count behind the training log's sampled metrics
     }
 
 
@@ -200,14 +225,41 @@ def _fmt(v) -> str:
     return str(v)
 
 
-# Evaluation keys said once in the table's caption instead of as columns.
+# Evaluation keys said once in the table's caption instead of as columns (a standard error is shown
+# inside its metric's cell: "9.0440 ± 0.0120").
 _NOT_COLUMNS = ("n_samples", "temperature", "bleu_references", "bleu_tokenizer")
+# Above this many columns the table is printed transposed (one row per metric, one column per run):
+# a text run's ~20 metric columns overflow a 1280 px page and hide behind a scroll bar.
+_MAX_WIDE_COLUMNS = 12
+
+
+def _cell(values: dict, key: str) -> str:
+    v = _fmt(values.get(key))
+    se = values.get(key + "_se")
+    return f"{v} ± {se:.4f}" if _is_number(se) and values.get(key) is not None else v
+
+
+def _init_offset(init_from: str | None) -> int:
+    """Global step at which a run started with ``train.init_from`` took over from its parent: the
+    checkpoint's own step (``.../step-0000123``) or the parent run's last logged step."""
+    import re
+
+    from llmgan.training.logging import read_metrics
+
+    if not init_from:
+        return 0
+    m = re.match(r"step-(\d+)", os.path.basename(os.path.normpath(init_from)))
+    if m:
+        return int(m.group(1))
+    steps = [r["step"] for r in read_metrics(init_from) if _is_number(r.get("step"))]
+    return int(max(steps)) if steps else 0
 
 
 def _columns(infos: Sequence[_RunInfo]) -> tuple[list[str], list[str], list[str]]:
     summary = list(dict.fromkeys(k for i in infos for k in i.summary))
     final = list(dict.fromkeys(k for i in infos for k in i.final))
-    evaluation = list(dict.fromkeys(k for i in infos for k in i.evaluation if k not in _NOT_COLUMNS))
+    evaluation = list(dict.fromkeys(k for i in infos for k in i.evaluation
+                                    if k not in _NOT_COLUMNS and not k.endswith("_se")))
     return summary, sorted(final, key=_column_rank), sorted(evaluation, key=_column_rank)
 
 
@@ -229,12 +281,15 @@ def _best(infos: Sequence[_RunInfo], group: str, key: str) -> set[int]:
     and a data group needs at least two values to have a best.
     """
     d = _direction(key)
-    if d == 0:
+    if d == 0 and key not in _TARGET:
         return set()
     best: set[int] = set()
     for data_key in dict.fromkeys(i.data_key for i in infos):
         vals = [(i, getattr(info, group).get(key)) for i, info in enumerate(infos) if info.data_key == data_key]
         vals = [(i, v) for i, v in vals if _is_number(v) and math.isfinite(v)]
+        if key in _TARGET:  # closest to the target is best
+            vals = [(i, -abs(v - _TARGET[key])) for i, v in vals]
+            d = 1
         if len(vals) >= 2:
             target = (min if d < 0 else max)(v for _, v in vals)
             best |= {i for i, v in vals if v == target}
@@ -242,6 +297,8 @@ def _best(infos: Sequence[_RunInfo], group: str, key: str) -> set[int]:
 
 
 def _header(key: str) -> str:
+    if key in _TARGET:
+        return f"{key} →{_TARGET[key]:g}"
     d = _direction(key)
     return key + (" ↓" if d < 0 else " ↑" if d > 0 else "")
 
@@ -284,23 +341,58 @@ def _html_table(infos: Sequence[_RunInfo], n_eval: str) -> str:
             for k in cols:
                 best = group != "summary" and idx in _best(infos, group, k)
                 cls = ' class="best"' if best else ""
-                cells.append(f"<td{cls}>{e(_fmt(getattr(info, group).get(k)))}</td>")
+                cells.append(f"<td{cls}>{e(_cell(getattr(info, group), k))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
+    if sum(len(cols) for _, cols in groups) > _MAX_WIDE_COLUMNS:
+        return _html_table_transposed(infos, groups, attr)
     return (
         '<div class="scroll"><table>\n<thead><tr>' + "".join(top) + "</tr>\n<tr>" + "".join(sub)
         + "</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table></div>"
     )
 
 
+def _html_table_transposed(infos, groups, attr) -> str:
+    """One row per metric (grouped), one column per run: stays readable however many metrics."""
+    e = html.escape
+    head = '<th class="name">metric</th>' + "".join(f"<th>{e(i.name)}</th>" for i in infos)
+    rows = []
+    for label, cols in groups:
+        if not cols:
+            continue
+        rows.append(f'<tr><th class="group" colspan="{len(infos) + 1}">{e(label)}</th></tr>')
+        group = attr.get(label, "evaluation")
+        for k in cols:
+            cells = [f'<td class="name">{e(_header(k) if group != "summary" else k)}</td>']
+            for idx, info in enumerate(infos):
+                cls = ' class="best"' if group != "summary" and idx in _best(infos, group, k) else ""
+                cells.append(f"<td{cls}>{e(_cell(getattr(info, group), k))}</td>")
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+    return ('<div class="scroll"><table class="transposed">\n<thead><tr>' + head + "</tr></thead>\n<tbody>\n"
+            + "\n".join(rows) + "\n</tbody></table></div>")
+
+
 def _md_table(infos: Sequence[_RunInfo]) -> str:
     summary, final, evaluation = _columns(infos)
+    if len(summary) + len(final) + len(evaluation) > _MAX_WIDE_COLUMNS:
+        lines = ["| metric | " + " | ".join(i.name.replace("|", "\\|") for i in infos) + " |",
+                 "|---|" + "---:|" * len(infos)]
+        for group, prefix, cols in (("summary", "", summary), ("final", "log: ", final),
+                                    ("evaluation", "eval: ", evaluation)):
+            for k in cols:
+                cells = []
+                for idx, info in enumerate(infos):
+                    v = _cell(getattr(info, group), k) if group != "summary" else _fmt(info.summary.get(k))
+                    cells.append(f"**{v}**" if group != "summary" and idx in _best(infos, group, k) else v)
+                name = prefix + (_header(k) if group != "summary" else k)
+                lines.append("| " + " | ".join(c.replace("|", "\\|") for c in [name, *cells]) + " |")
+        return "\n".join(lines)
     head = ["run", *summary, *(f"log: {_header(k)}" for k in final), *(f"eval: {_header(k)}" for k in evaluation)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for idx, info in enumerate(infos):
         cells = [info.name] + [_fmt(info.summary.get(k)) for k in summary]
         for group, cols in (("final", final), ("evaluation", evaluation)):
             for k in cols:
-                v = _fmt(getattr(info, group).get(k))
+                v = _cell(getattr(info, group), k)
                 cells.append(f"**{v}**" if idx in _best(infos, group, k) else v)
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
@@ -382,7 +474,13 @@ def build_report(run_dirs: Sequence[str], out_dir: str, sweep_dir: str | None = 
         info.samples = _decode_samples(run, n_show, seed)
         infos.append(info)
         loaded.append(run)
-    curves = plot_curves([(i.name, i.records) for i in infos], os.path.join(out_dir, "curves"))
+    offsets = {}
+    for info, run in zip(infos, loaded):
+        parent = run.cfg.train.init_from
+        if parent:
+            offsets[info.name] = _init_offset(parent)
+            info.notes.append(f"started from {parent}; its curves continue at that run's step {offsets[info.name]}")
+    curves = plot_curves([(i.name, i.records) for i in infos], os.path.join(out_dir, "curves"), offsets)
     sweep_png, sweep_rows = _sweep_section(infos, loaded, out_dir, sweep_dir, temperatures, n_samples, seed, data,
                                            bleu_references, bleu_tokenizer)
 
@@ -393,16 +491,55 @@ def build_report(run_dirs: Sequence[str], out_dir: str, sweep_dir: str | None = 
         if found:  # the BLEU definition the numbers follow (docs/configuration.md, BLEU)
             n_eval += f", BLEU {what}: {'/'.join(found)}"
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sweep_dir)
-    _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp)
+    frontier = frontier_section(infos, sweep_rows, out_dir) if sweep_rows else None
+    _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sweep_dir, frontier)
+    _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, frontier)
     return os.path.join(out_dir, "index.html")
+
+
+def frontier_section(infos: Sequence[_RunInfo], sweep_rows: Sequence[dict], out_dir: str) -> tuple[str, str] | None:
+    """(frontier plot path relative to out_dir, gap table in Markdown) when the sweep holds an MLE oracle
+    run (the reference curve: the first run whose algorithm is ``mle``) and at least one other oracle run."""
+    from llmgan.errors import ConfigError
+    from llmgan.frontier import gap_markdown, plot_frontier
+
+    algo = {i.name: i.summary.get("algorithm") for i in infos}
+    oracle = [r for r in sweep_rows if r.get("kind") == "oracle" and _is_number(r.get("oracle_nll"))]
+    mle = next((i.name for i in infos if algo[i.name] == "mle" and any(r["run"] == i.name for r in oracle)), None)
+    if mle is None:
+        return None
+    ref = [r for r in oracle if r["run"] == mle]
+    others = [{**r, "algorithm": algo.get(r["run"], "")} for r in oracle if r["run"] != mle]
+    if not others:
+        return None
+    try:
+        table = gap_markdown(ref, others)
+    except ConfigError:  # MLE's sweep has fewer than two Pareto points: no curve to compare with
+        return None
+    os.makedirs(os.path.join(out_dir, "sweep"), exist_ok=True)
+    plot_frontier(ref, others, os.path.join(out_dir, "sweep", "frontier.png"))
+    return "sweep/frontier.png", table
+
+
+def _md_to_html_table(md: str) -> str:
+    rows = [ln.strip().strip("|").split(" | ") for ln in md.splitlines() if ln.strip() and not ln.startswith("|---")]
+    e = html.escape
+    head = "".join(f"<th>{e(c.strip())}</th>" for c in rows[0])
+    body = "\n".join("<tr>" + "".join(f"<td>{e(c.strip())}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
+
+
+_FRONTIER_NOTE = ("Frontier gap: each run's NLL_oracle minus the MLE run's temperature curve (its Pareto part) at "
+                  "the same NLL_test; negative = better than temperature-tuned MLE at that diversity; "
+                  "“outside” = its NLL_test lies outside MLE's range. The noise band is not known from one "
+                  "seed: compare with a second MLE seed before reading small gaps.")
 
 
 def _rel(path: str, out_dir: str) -> str:
     return os.path.relpath(path, out_dir).replace(os.sep, "/")
 
 
-def _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sweep_dir) -> None:
+def _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sweep_dir, frontier=None) -> None:
     e = html.escape
     names = ", ".join(i.name for i in infos)
     parts = [
@@ -434,6 +571,14 @@ def _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sw
         parts.append(f'<figure><img src="{e(sweep_png)}" alt="quality-diversity curves"></figure>')
     else:
         parts.append('<p class="note">No sweep (no held-out data for any run).</p>')
+    if frontier:
+        parts.append("<h2>Oracle frontier: gap to temperature-tuned MLE</h2>")
+        parts.append(f'<p class="meta">{html.escape(_FRONTIER_NOTE)}</p>')
+        parts.append(_md_to_html_table(frontier[1]))
+        parts.append(f'<figure><img src="{html.escape(frontier[0])}" alt="oracle frontier"></figure>')
+    parts.append(
+        '<p class="meta">Sampled metrics of one checkpoint differ between the training log, the evaluation '
+        "and the sweep at T=1: each draws its own sample set (sizes above; ± is one standard error).</p>")
     parts.append("<h2>Training curves</h2>")
     if curves:
         parts.append('<div class="grid">')
@@ -455,7 +600,7 @@ def _write_html(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, sw
         f.write("\n".join(parts) + "\n")
 
 
-def _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp) -> None:
+def _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp, frontier=None) -> None:
     lines = [
         "# llmgan report",
         "",
@@ -477,6 +622,11 @@ def _write_markdown(infos, curves, sweep_png, sweep_rows, out_dir, n_eval, stamp
         lines += [f"![quality-diversity curves]({sweep_png})", "", sweep_markdown(sweep_rows), ""]
     else:
         lines += ["No sweep (no held-out data for any run).", ""]
+    if frontier:
+        lines += ["## Oracle frontier: gap to temperature-tuned MLE", "", _FRONTIER_NOTE, "", frontier[1], "",
+                  f"![oracle frontier]({frontier[0]})", ""]
+    lines += ["Sampled metrics of one checkpoint differ between the training log, the evaluation and the sweep "
+              "at T=1: each draws its own sample set (± is one standard error).", ""]
     lines += ["## Training curves", ""]
     for curve, path in curves:
         lines += [f"**{curve.title}**", "", f"![{curve.title}]({_rel(path, out_dir)})", ""]

@@ -161,6 +161,11 @@ def evaluate_run(
         from llmgan.models.generators.oracle import oracle_nll
 
         out["oracle_nll"] = oracle_nll(run.oracle, samples.to(run.generator.device))
+        # standard error over the samples: two sample sets of one checkpoint differ by about this much
+        with torch.no_grad():
+            per_seq = torch.cat([-run.oracle.log_probs(samples[i : i + 1000].to(run.oracle.device)).float().mean(1)
+                                 for i in range(0, samples.size(0), 1000)])
+        out["oracle_nll_se"] = float(per_seq.std() / max(per_seq.numel(), 1) ** 0.5) if per_seq.numel() > 1 else 0.0
     if "test_nll" in metrics:
         if test is None:
             raise ConfigError("test_nll: no held-out data (pass --data FILE)")
