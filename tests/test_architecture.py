@@ -17,7 +17,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("llmgan.losses", "llmgan.rewards", "llmgan.metrics"),
     ("llmgan.algorithms",),
     ("llmgan.training",),
-    ("llmgan.run", "llmgan.sweep", "llmgan.frontier", "llmgan.detect", "llmgan.resample", "llmgan.report", "llmgan.apps",
+    ("llmgan.run", "llmgan.sweep", "llmgan.frontier", "llmgan.detect", "llmgan.resample", "llmgan.report",
+     "llmgan.apps",
      "llmgan.integrations", "llmgan.export"),
     ("llmgan.serve", "llmgan.cli", "llmgan.cli_eval", "llmgan.cli_llm", "llmgan.cli_export", "llmgan.demo"),
 ]
