@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("llmgan.algorithms",),
     ("llmgan.training",),
     ("llmgan.run", "llmgan.sweep", "llmgan.detect", "llmgan.report", "llmgan.apps"),
-    ("llmgan.serve", "llmgan.cli", "llmgan.cli_eval", "llmgan.cli_llm", "llmgan.demo"),
+    ("llmgan.serve", "llmgan.cli", "llmgan.cli_eval", "llmgan.cli_llm", "llmgan.cli_watermark", "llmgan.demo"),
 ]
 
 

@@ -114,6 +114,9 @@ def cmd_generate(args) -> int:
     from llmgan.training.evaluation import ban_token_ids
 
     ban = ban_token_ids(run.tokenizer, args.ban, what="--ban")
+    from llmgan.models.watermark import load_key
+
+    wm = load_key(args.watermark) if args.watermark else None  # docs/safety.md
     z = None
     if args.interpolate:
         latent = getattr(getattr(g, "cfg", None), "latent_dim", 0)
@@ -137,6 +140,7 @@ def cmd_generate(args) -> int:
                 prompt=prompt,
                 generator=rng,
                 ban_ids=ban,
+                watermark=wm,
             )
             rows = s.tokens.cpu()
         else:
@@ -154,11 +158,12 @@ def cmd_generate(args) -> int:
                         z=zb,
                         generator=torch.Generator().manual_seed(args.seed),
                         ban_ids=ban,
+                        watermark=wm,
                     )
                 else:
                     s = g.sample(
                         b, max_len, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=rng,
-                        ban_ids=ban,
+                        ban_ids=ban, watermark=wm,
                     )
                 rows.append(s.tokens.cpu())
             rows = torch.cat(rows)
@@ -270,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None)
     g.add_argument("--ban", action="append", default=None, metavar="TOKEN",
                    help="never sample this token, e.g. --ban '<unk>' (repeatable)")
+    g.add_argument("--watermark", default=None, metavar="KEYFILE",
+                   help="bias sampling toward the key's green lists (llmgan watermark keygen; docs/safety.md)")
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score a run: oracle NLL, held-out NLL, and text metrics")
@@ -306,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Feature modules add their subcommands: each defines ``register(subparsers)`` and is listed here.
 _EXTRA_COMMANDS: list = []
-EXTRA_MODULES = ("llmgan.cli_eval", "llmgan.cli_llm", "llmgan.serve.cli")
+EXTRA_MODULES = ("llmgan.cli_eval", "llmgan.cli_llm", "llmgan.serve.cli", "llmgan.cli_watermark")
 
 
 def _load_extras() -> None:
