@@ -16,7 +16,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("llmgan.losses", "llmgan.rewards", "llmgan.metrics"),
     ("llmgan.algorithms",),
     ("llmgan.training",),
-    ("llmgan.run", "llmgan.sweep", "llmgan.detect", "llmgan.report", "llmgan.apps"),
+    ("llmgan.run", "llmgan.sweep", "llmgan.detect", "llmgan.report", "llmgan.apps", "llmgan.filters",
+     "llmgan.provenance"),
     ("llmgan.serve", "llmgan.cli", "llmgan.cli_eval", "llmgan.cli_llm", "llmgan.cli_watermark", "llmgan.demo"),
 ]
 

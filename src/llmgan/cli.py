@@ -117,6 +117,9 @@ def cmd_generate(args) -> int:
     from llmgan.models.watermark import load_key
 
     wm = load_key(args.watermark) if args.watermark else None  # docs/safety.md
+    from llmgan.filters import load_filter
+
+    flt = load_filter(args.filter_config, device=_device(args.device)) if args.filter_config else None
     z = None
     if args.interpolate:
         latent = getattr(getattr(g, "cfg", None), "latent_dim", 0)
@@ -167,6 +170,14 @@ def cmd_generate(args) -> int:
                     )
                 rows.append(s.tokens.cpu())
             rows = torch.cat(rows)
+    kept, filter_counts = list(range(len(rows))), None
+    if flt is not None:  # dropped and counted, never altered (docs/safety.md)
+        res = flt.apply([" ".join(map(str, r)) if run.tokenizer.kind == "ids" else run.tokenizer.decode(r)
+                         for r in rows.tolist()])
+        kept, filter_counts = res.kept, {"dropped": len(res.dropped), "by_reason": res.counts}
+        rows = rows[torch.tensor(kept, dtype=torch.long)]
+        print(f"filter: dropped {len(res.dropped)} of {len(res.dropped) + len(kept)} samples {res.counts}",
+              file=sys.stderr)
     if run.tokenizer.kind == "ids":
         if args.out:
             write_ids(args.out, rows)
@@ -176,7 +187,7 @@ def cmd_generate(args) -> int:
         lines = [run.tokenizer.decode(r) for r in rows.tolist()]
         if texts is not None and args.json:
             lines = [
-                json.dumps({"prompt": texts[i // n], "response": line}, ensure_ascii=False)
+                json.dumps({"prompt": texts[kept[i] // n], "response": line}, ensure_ascii=False)
                 for i, line in enumerate(lines)
             ]
         if args.out:
@@ -184,7 +195,13 @@ def cmd_generate(args) -> int:
 
             atomic_write_text(args.out, "\n".join(lines) + "\n")
     if args.out:
-        print(f"wrote {len(rows)} samples to {args.out}", file=sys.stderr)
+        from llmgan.provenance import provenance, write_sidecar
+
+        sampling = {k: getattr(args, k) for k in ("n", "temperature", "top_k", "top_p", "prompt", "prompts",
+                                                  "interpolate", "ban")}
+        sampling["max_len"] = max_len
+        side = write_sidecar(args.out, provenance(run, sampling, args.seed, wm, flt, filter_counts))
+        print(f"wrote {len(rows)} samples to {args.out} (provenance: {side})", file=sys.stderr)
     else:
         for line in lines:
             print(line)
@@ -275,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None)
     g.add_argument("--ban", action="append", default=None, metavar="TOKEN",
                    help="never sample this token, e.g. --ban '<unk>' (repeatable)")
+    g.add_argument("--filter-config", default=None, metavar="FILE",
+                   help="drop (and count) samples matching a blocklist / regex / classifier (docs/safety.md)")
     g.add_argument("--watermark", default=None, metavar="KEYFILE",
                    help="bias sampling toward the key's green lists (llmgan watermark keygen; docs/safety.md)")
     g.set_defaults(func=cmd_generate)
