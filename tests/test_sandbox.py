@@ -152,3 +152,12 @@ def test_refuses_without_an_os_sandbox(monkeypatch):
 def test_probe_reports_a_missing_bwrap(monkeypatch):
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     assert "not installed" in sandbox._probe_bwrap.__wrapped__()
+
+
+def test_code_app_refuses_or_runs_unsafe_on_request(monkeypatch):
+    from llmgan.apps import code as code_app
+
+    monkeypatch.setattr(sandbox, "_probe_bwrap", lambda: "disabled for this test")
+    with pytest.raises(SandboxUnavailable):
+        code_app.score(["print ( 1 )"], ["1"])
+    assert code_app.score(["print ( 1 )", "print ( 2 )"], ["1", "1"], unsafe=True) == {"pass_rate": 0.5}
