@@ -8,13 +8,13 @@ import logging
 import os
 
 import pytest
-from test_watermark import word_run  # noqa: F401 - the module's trained run fixture
 
 from llmgan.cli import main
 from llmgan.errors import ConfigError
 from llmgan.filters import OutputFilter, load_filter
-from llmgan.models.watermark import load_key
+from llmgan.models.watermark import Watermark, load_key
 from llmgan.run import load_run
+from test_watermark import word_run  # noqa: F401 - the module's trained run fixture
 
 
 def test_filter_blocks_and_logs_with_reasons(caplog):
@@ -48,8 +48,8 @@ def test_filter_config_file(tmp_path):
 
 def test_generate_filters_and_writes_provenance(word_run, tmp_path, capsys):  # noqa: F811
     key = tmp_path / "wm.key"
-    assert main(["watermark", "keygen", "--out", str(key)]) == 0
-    blocked = [f"w{i}" for i in range(0, 120, 3)]  # a third of the vocabulary: many samples hit it
+    Watermark(bytes(range(32))).save(str(key))  # fixed: the watermarked samples are deterministic
+    blocked = [f"w{i}" for i in range(0, 120, 20)]  # 6 of 120 words: some samples hit them, most do not
     cfg = tmp_path / "filter.json"
     cfg.write_text(json.dumps({"blocklist": blocked}))
     out = tmp_path / "gen.txt"

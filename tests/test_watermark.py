@@ -136,9 +136,12 @@ def word_run(tmp_path_factory):
 
 
 def test_cli_keygen_generate_detect(word_run, tmp_path, capsys):
-    key = tmp_path / "wm.key"
-    assert main(["watermark", "keygen", "--out", str(key), "--delta", "4"]) == 0
-    assert main(["watermark", "keygen", "--out", str(key)]) == 2  # never overwrites a key
+    made = tmp_path / "made.key"
+    assert main(["watermark", "keygen", "--out", str(made), "--delta", "4"]) == 0
+    assert load_key(str(made)).delta == 4.0
+    assert main(["watermark", "keygen", "--out", str(made)]) == 2  # never overwrites a key
+    key = tmp_path / "wm.key"  # a fixed key from here on: the samples, hence the asserts, are deterministic
+    Watermark(KEY, delta=4.0).save(str(key))
     capsys.readouterr()
     marked, plain = tmp_path / "marked.txt", tmp_path / "plain.txt"
     gen = ["generate", str(word_run), "-n", "20", "--max-len", "24", "--seed", "0"]
@@ -150,7 +153,8 @@ def test_cli_keygen_generate_detect(word_run, tmp_path, capsys):
         assert main(["watermark", "detect", str(path), "--key", str(key), "--run", str(word_run), "--json"]) == 0
         results[name] = json.loads(capsys.readouterr().out)
     assert set(results["marked"]) >= {"z", "p_value", "detected", "per_text"}
-    assert results["marked"]["detected"] and results["marked"]["z"] > 8 and results["marked"]["p_value"] < 1e-6
+    assert results["marked"]["detected"] and results["marked"]["z"] > 8 and results["marked"]["p_value"] < 1e-6, (
+        results["marked"]["z"], results["plain"]["z"])
     assert not results["plain"]["detected"] and results["plain"]["z"] < 4
     assert len(results["marked"]["per_text"]) == 20
     assert main(["watermark", "detect", str(marked), "--key", str(key)]) == 2  # no tokenizer: one line
