@@ -18,9 +18,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("llmgan.algorithms",),
     ("llmgan.training",),
     ("llmgan.run", "llmgan.sweep", "llmgan.frontier", "llmgan.detect", "llmgan.resample", "llmgan.report",
-     "llmgan.apps",
-     "llmgan.integrations", "llmgan.export"),
-    ("llmgan.serve", "llmgan.cli", "llmgan.cli_eval", "llmgan.cli_llm", "llmgan.cli_export", "llmgan.demo"),
+     "llmgan.apps", "llmgan.integrations", "llmgan.export", "llmgan.filters", "llmgan.provenance"),
+    ("llmgan.serve", "llmgan.cli", "llmgan.cli_eval", "llmgan.cli_llm", "llmgan.cli_export", "llmgan.cli_watermark",
+     "llmgan.demo"),
 ]
 
 

@@ -128,7 +128,15 @@ def cmd_generate(args) -> int:
     from llmgan.training.evaluation import ban_token_ids
 
     ban = ban_token_ids(run.tokenizer, args.ban, what="--ban")
+    from llmgan.models.watermark import load_key
+
+    wm = load_key(args.watermark) if args.watermark else None  # docs/safety.md
+    from llmgan.filters import load_filter
+
+    flt = load_filter(args.filter_config, device=_device(args.device)) if args.filter_config else None
     if getattr(args, "resample", None):  # density-ratio sampling (issue 11): its own path, below
+        if wm is not None or flt is not None:
+            raise LLMGanError("--resample: --watermark and --filter-config do not apply to resampled generation yet")
         return _generate_resampled(args, run, texts, prompt, max_len, ban)
     z = None
     if args.interpolate:
@@ -153,6 +161,7 @@ def cmd_generate(args) -> int:
                 prompt=prompt,
                 generator=rng,
                 ban_ids=ban,
+                watermark=wm,
             )
             rows = s.tokens.cpu()
         else:
@@ -170,14 +179,23 @@ def cmd_generate(args) -> int:
                         z=zb,
                         generator=torch.Generator().manual_seed(args.seed),
                         ban_ids=ban,
+                        watermark=wm,
                     )
                 else:
                     s = g.sample(
                         b, max_len, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=rng,
-                        ban_ids=ban,
+                        ban_ids=ban, watermark=wm,
                     )
                 rows.append(s.tokens.cpu())
             rows = torch.cat(rows)
+    kept, filter_counts = list(range(len(rows))), None
+    if flt is not None:  # dropped and counted, never altered (docs/safety.md)
+        res = flt.apply([" ".join(map(str, r)) if run.tokenizer.kind == "ids" else run.tokenizer.decode(r)
+                         for r in rows.tolist()])
+        kept, filter_counts = res.kept, {"dropped": len(res.dropped), "by_reason": res.counts}
+        rows = rows[torch.tensor(kept, dtype=torch.long)]
+        print(f"filter: dropped {len(res.dropped)} of {len(res.dropped) + len(kept)} samples {res.counts}",
+              file=sys.stderr)
     if run.tokenizer.kind == "ids":
         if args.out:
             write_ids(args.out, rows)
@@ -187,7 +205,7 @@ def cmd_generate(args) -> int:
         lines = [run.tokenizer.decode(r) for r in rows.tolist()]
         if texts is not None and args.json:
             lines = [
-                json.dumps({"prompt": texts[i // n], "response": line}, ensure_ascii=False)
+                json.dumps({"prompt": texts[kept[i] // n], "response": line}, ensure_ascii=False)
                 for i, line in enumerate(lines)
             ]
         if args.out:
@@ -195,7 +213,13 @@ def cmd_generate(args) -> int:
 
             atomic_write_text(args.out, "\n".join(lines) + "\n")
     if args.out:
-        print(f"wrote {len(rows)} samples to {args.out}", file=sys.stderr)
+        from llmgan.provenance import provenance, write_sidecar
+
+        sampling = {k: getattr(args, k) for k in ("n", "temperature", "top_k", "top_p", "prompt", "prompts",
+                                                  "interpolate", "ban")}
+        sampling["max_len"] = max_len
+        side = write_sidecar(args.out, provenance(run, sampling, args.seed, wm, flt, filter_counts))
+        print(f"wrote {len(rows)} samples to {args.out} (provenance: {side})", file=sys.stderr)
     else:
         for line in lines:
             print(line)
@@ -348,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--calibration-n", type=int, default=500,
                    help="held-out real texts (and as many fresh samples) to calibrate on (default 500)")
     g.add_argument("--recalibrate", action="store_true", help="refit the calibration (ratio_calibration.json)")
+    g.add_argument("--filter-config", default=None, metavar="FILE",
+                   help="drop (and count) samples matching a blocklist / regex / classifier (docs/safety.md)")
+    g.add_argument("--watermark", default=None, metavar="KEYFILE",
+                   help="bias sampling toward the key's green lists (llmgan watermark keygen; docs/safety.md)")
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score a run: oracle NLL, held-out NLL, and text metrics")
@@ -386,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Feature modules add their subcommands: each defines ``register(subparsers)`` and is listed here.
 _EXTRA_COMMANDS: list = []
-EXTRA_MODULES = ("llmgan.cli_eval", "llmgan.cli_llm", "llmgan.cli_export", "llmgan.serve.cli")
+EXTRA_MODULES = ("llmgan.cli_eval", "llmgan.cli_llm", "llmgan.cli_export", "llmgan.serve.cli", "llmgan.cli_watermark")
 
 
 def _load_extras() -> None:

@@ -89,7 +89,7 @@ def cmd_data_make(args) -> int:
 
 # ---------------------------------------------------------------------------------------- apps eval
 def evaluate_app(run, app: str, data: str | None = None, n: int | None = None, seed: int = 0,
-                 greedy: bool = True, temperature: float = 1.0) -> dict:
+                 greedy: bool = True, temperature: float = 1.0, unsafe_exec: bool = False) -> dict:
     """Generate a response for each test prompt and score it with the application's metric."""
     import torch
 
@@ -116,7 +116,7 @@ def evaluate_app(run, app: str, data: str | None = None, n: int | None = None, s
 
         if any("expected" not in r for r in recs):
             raise ConfigError(f"apps eval code: {path} records need an \"expected\" output (made by data make code)")
-        result = score(hyps, [r["expected"] for r in recs])
+        result = score(hyps, [r["expected"] for r in recs], unsafe=unsafe_exec)
     elif app in ("summarization", "dialogue"):
         from llmgan.apps.text import score
 
@@ -136,7 +136,8 @@ def cmd_apps_eval(args) -> int:
 
         torch.set_num_threads(args.threads)
     run = load_run(args.run_dir, device=resolve_device(args.device))
-    res = evaluate_app(run, args.app, data=args.data, n=args.n, seed=args.seed, greedy=not args.sample)
+    res = evaluate_app(run, args.app, data=args.data, n=args.n, seed=args.seed, greedy=not args.sample,
+                       unsafe_exec=args.unsafe_exec)
     print(json.dumps(res, ensure_ascii=False))
     return 0
 
@@ -191,6 +192,9 @@ def register(sub) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    e.add_argument("--unsafe-exec", action="store_true",
+                   help="code: run programs with only the in-process hook where no OS sandbox (bubblewrap) "
+                        "can start (no security boundary; docs/safety.md)")
     e.set_defaults(func=cmd_apps_eval)
 
 

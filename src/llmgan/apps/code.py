@@ -42,13 +42,17 @@ def make_records(n: int, seed: int = 0) -> list[dict[str, str]]:
     return [make_task(rng) for _ in range(n)]
 
 
-def check_program(code: str, expected: str, timeout: float = 5.0) -> bool:
-    """True when ``code`` runs in the sandbox and prints exactly ``expected`` (surrounding whitespace ignored)."""
-    r = run_python(code, timeout=timeout)
+def check_program(code: str, expected: str, timeout: float = 5.0, unsafe: bool = False) -> bool:
+    """True when ``code`` runs in the sandbox and prints exactly ``expected`` (surrounding whitespace ignored).
+
+    Raises :class:`llmgan.apps.sandbox.SandboxUnavailable` where no OS sandbox can start, unless ``unsafe``.
+    """
+    r = run_python(code, timeout=timeout, unsafe=unsafe)
     return r.ok and r.stdout.strip() == expected.strip()
 
 
-def score(programs: Sequence[str], expected: Sequence[str], timeout: float = 5.0) -> dict[str, float]:
-    """Pass rate of generated programs (each run sandboxed)."""
-    passed = sum(check_program(p, e, timeout) for p, e in zip(programs, expected))
+def score(programs: Sequence[str], expected: Sequence[str], timeout: float = 5.0,
+          unsafe: bool = False) -> dict[str, float]:
+    """Pass rate of generated programs (each run sandboxed; ``unsafe``: see :func:`check_program`)."""
+    passed = sum(check_program(p, e, timeout, unsafe) for p, e in zip(programs, expected))
     return {"pass_rate": passed / max(len(expected), 1)}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -29,7 +29,10 @@ from torch import Tensor
 
 from llmgan import interrupt
 from llmgan.models.output import token_log_probs, weighted_token_nll
-from llmgan.models.sampling import check_sampling_options, gumbel_softmax, sample_from_hidden
+from llmgan.models.sampling import check_sampling_options, gumbel_softmax, sample_categorical, sample_from_hidden
+
+if TYPE_CHECKING:
+    from llmgan.models.watermark import Watermark
 
 
 @dataclass
@@ -300,9 +303,21 @@ class Generator(nn.Module):
         top_p: float | None,
         generator: torch.Generator | None,
         ban_ids: Tensor | None = None,
+        watermark: Watermark | None = None,
+        context: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, State]:
-        """Feed token (B,), draw the next one: (next (B,), its log-prob (B,), new state)."""
+        """Feed token (B,), draw the next one: (next (B,), its log-prob (B,), new state).
+
+        With a ``watermark``, ``context`` (B, watermark.context) holds the previous ids that seed the
+        green lists; the full logits are then formed (the per-row bias defeats the shared-bias fast path).
+        """
         h, state = self.step_hidden(token, state)
+        if watermark is not None and watermark.delta > 0:
+            weight, bias = self.output_layer()
+            logits = F.linear(h.float(), weight.float(), None if bias is None else bias.float())
+            nxt, lp = sample_categorical(logits, temperature, top_k, top_p, generator, ban_ids,
+                                         logit_bias=watermark.logit_bias(context, logits.size(-1)))
+            return nxt, lp, state
         nxt, lp = sample_from_hidden(h, *self.output_layer(), temperature, top_k, top_p, generator, ban_ids)
         return nxt, lp, state
 
@@ -335,6 +350,7 @@ class Generator(nn.Module):
         first_token: Tensor | None = None,
         generator: torch.Generator | None = None,
         ban_ids: Tensor | None = None,
+        watermark: Watermark | None = None,
     ) -> Samples:
         """Sample n sequences of at most ``max_len`` tokens, stopping each row at EOS.
 
@@ -343,6 +359,9 @@ class Generator(nn.Module):
         trained with a latent code (``set_latent_sampling``) draws z ~ N(0, I) from ``generator`` when
         no z is given. ``ban_ids`` (1-D token ids) are never sampled (``llmgan generate --ban``).
         Bad options (temperature NaN, top_p 1.5, ...) raise a ConfigError naming them.
+        ``watermark`` (:class:`llmgan.models.watermark.Watermark`) biases every step toward its green
+        lists, seeded by the previous tokens (the fed start token stands in before there are any);
+        training never passes one (Monte-Carlo rollouts sample through ``_sample_next`` without it).
         """
         check_sampling_options(temperature=temperature, top_k=top_k, top_p=top_p)
         if state is None:
@@ -355,9 +374,13 @@ class Generator(nn.Module):
         tokens = torch.full((B, max_len), pad, dtype=torch.long, device=self.device)
         logps = torch.zeros(B, max_len, device=self.device)
         alive = torch.ones(B, dtype=torch.bool, device=self.device)
+        ctx = token[:, None].repeat(1, watermark.context) if watermark is not None else None
         for t in range(max_len):
             interrupt.point()  # SIGTERM during training: stop here (the engine rolls back)
-            token, lp, state = self._sample_next(token, state, temperature, top_k, top_p, generator, ban_ids)
+            token, lp, state = self._sample_next(token, state, temperature, top_k, top_p, generator, ban_ids,
+                                                 watermark, ctx)
+            if ctx is not None:
+                ctx = torch.cat([ctx[:, 1:], token[:, None]], dim=1)
             if self.eos_id is not None:
                 token = torch.where(alive, token, torch.full_like(token, pad))
                 lp = lp * alive

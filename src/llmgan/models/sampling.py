@@ -129,21 +129,27 @@ def sample_categorical(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     ban_ids: Tensor | None = None,
+    logit_bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Draw one token per row of ``logits`` (B, V).
 
     Returns ``(tokens (B,) long, log_probs (B,) float)``, the log-probability being under the
     distribution actually sampled (after banning, temperature and filtering). ``temperature == 0`` is
     greedy. ``ban_ids`` (1-D token ids) are masked out before anything else, so top-k / top-p choose
-    among the allowed tokens only.
+    among the allowed tokens only. ``logit_bias`` (B, V) is added after the temperature (a watermark's
+    green-list bias: its effect on the odds is then the same at every temperature) and before filtering.
     """
     _check_temperature(temperature)
     logits = ban_logits(logits.detach().float(), ban_ids)
     if temperature == 0:
+        if logit_bias is not None:
+            logits = logits + logit_bias
         tokens = logits.argmax(-1)
         return tokens, logits.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
     if temperature != 1.0:
         logits = logits / temperature
+    if logit_bias is not None:
+        logits = logits + logit_bias
     logits = filter_logits(logits, top_k, top_p)
     B, V = logits.shape
     block = _block_size(V)
