@@ -32,6 +32,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from llmgan.fileio import read_jsonl_records
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "reproduce.jsonl")
 SESSIONS = "reproduce_sessions.json"  # in the run directory: start times of the sessions that ran it
@@ -108,21 +110,6 @@ def train_command(name: str, run_dir: str, threads: int, device: str, seed: int,
     return cmd
 
 
-def _read_jsonl(path: str) -> list[dict]:
-    if not os.path.isfile(path):
-        return []
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut by a crash mid-write: skip it
-                    continue
-    return out
-
-
 def wall_times(records: list[dict], session_starts: list[float]) -> list[float]:
     """Training wall seconds at each record: time since its session's start plus the whole length of
     every earlier session (a session ends at its last record; the gap to the next start is idle)."""
@@ -143,7 +130,7 @@ def wall_times(records: list[dict], session_starts: list[float]) -> list[float]:
 def result_lines(name: str, seed: int, run_dir: str, threads: int, device: str, command: str,
                  precision: str = "fp32") -> list[dict]:
     """Every evaluation (phase eval / final) in the run's metrics.jsonl as a reproduce.jsonl line."""
-    records = _read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+    records = read_jsonl_records(os.path.join(run_dir, "metrics.jsonl"))
     records = [r for r in records if "time" in r and "phase" in r]
     sess_path = os.path.join(run_dir, SESSIONS)
     sessions = json.load(open(sess_path, encoding="utf-8")) if os.path.isfile(sess_path) else []
@@ -167,7 +154,7 @@ def result_lines(name: str, seed: int, run_dir: str, threads: int, device: str, 
 
 def sync(lines: list[dict], results: str) -> int:
     """Append the lines not yet in the results file (key: name, seed, phase, step); returns how many."""
-    have = {(r.get("name"), r.get("seed"), r.get("phase"), r.get("step")) for r in _read_jsonl(results)}
+    have = {(r.get("name"), r.get("seed"), r.get("phase"), r.get("step")) for r in read_jsonl_records(results)}
     new = [ln for ln in lines if (ln["name"], ln["seed"], ln["phase"], ln["step"]) not in have]
     if new:
         os.makedirs(os.path.dirname(results) or ".", exist_ok=True)

@@ -8,6 +8,8 @@ before the data it names reaches the disk unless told otherwise).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -60,3 +62,31 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, sync_dir: bool = 
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks (checkpoint checksums, provenance sidecars)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_jsonl_records(path: str) -> list[dict]:
+    """Every JSON object of an append-only JSONL log (metrics, results); [] when the file is missing.
+
+    A last line cut by a crash mid-write is skipped rather than failing the reader.
+    """
+    if not os.path.isfile(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return out

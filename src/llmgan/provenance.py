@@ -8,21 +8,14 @@ responses carry the same fields (:func:`provenance`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from typing import Any
 
+from llmgan.fileio import file_sha256
+
 SIDECAR_SUFFIX = ".provenance.json"
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def checkpoint_hash(checkpoint_dir: str) -> str:

@@ -8,6 +8,7 @@ from llmgan.data.datasets import (
     SourcedList,
     encode_corpus,
     encode_pairs,
+    fill_missing_splits,
     iterate_batches,
     load_texts,
     read_jsonl,
@@ -58,5 +59,6 @@ __all__ = [
     "normalize_text",
     "read_jsonl",
     "read_lines",
+    "fill_missing_splits",
     "split_texts",
 ]

@@ -22,7 +22,7 @@ from typing import Any
 from torch import Tensor
 
 from llmgan.config import DataConfig
-from llmgan.data.datasets import EncodedCorpus, SourcedList, encode_pairs, read_jsonl, split_texts
+from llmgan.data.datasets import EncodedCorpus, SourcedList, encode_pairs, fill_missing_splits, read_jsonl
 from llmgan.data.tokenizers import Tokenizer
 from llmgan.errors import DataError
 
@@ -75,8 +75,7 @@ def held_out_pairs(run, data: str | None = None) -> tuple[EncodedCorpus, Tensor]
     else:
         if not d.train or not os.path.isfile(d.train):
             return None
-        total = sum(d.split)
-        _, _, recs = split_texts(list(load_records(d.train, d)), [x / total for x in d.split], seed=run.cfg.seed)
+        _, _, recs = fill_missing_splits(load_records(d.train, d), None, None, d.split, run.cfg.seed)
     if not recs:
         return None
     recs = [{**r, "prompt": format_prompt(run.tokenizer, r["prompt"], d)} for r in recs]

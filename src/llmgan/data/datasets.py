@@ -164,6 +164,19 @@ def split_texts(
     return tuple(parts)
 
 
+def fill_missing_splits(
+    train: Sequence[Any], valid: Sequence[Any] | None, test: Sequence[Any] | None, split: Sequence[float], seed: int
+) -> tuple[Sequence[Any], Sequence[Any], Sequence[Any]]:
+    """A run's (train, valid, test): the held-out parts it was not given are carved out of ``train`` by
+    :func:`split_texts` with ``data.split`` (normalised) and the run's seed, so every reader that needs
+    them back (training, evaluate, sweep, report) reproduces exactly the same rows."""
+    if valid is not None and test is not None:
+        return train, valid, test
+    total = sum(split)
+    tr, v, t = split_texts(list(train), [x / total for x in split], seed=seed)
+    return tr, (valid if valid is not None else v), (test if test is not None else t)
+
+
 # ----------------------------------------------------------------------------------------------- encoding
 
 

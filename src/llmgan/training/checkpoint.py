@@ -21,7 +21,6 @@ checkpoint, the previous one or the new one. No pickle anywhere.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import random
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 from llmgan.errors import CheckpointError
-from llmgan.fileio import atomic_write_text, fsync_dir  # atomic_write_text: re-exported
+from llmgan.fileio import atomic_write_text, file_sha256, fsync_dir  # atomic_write_text: re-exported
 from llmgan.tensor_files import load_model_weights, load_tensors, save_tensors  # noqa: F401 - re-exported
 from llmgan.training.logging import info
 
@@ -91,14 +90,6 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 
 # --- whole checkpoints -------------------------------------------------------------------------
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_checkpoint_file(ckpt_dir: str, name: str) -> None:
     """Compare ``name``'s SHA-256 with the one state.json recorded at save: a bit flip in a tensor
     would otherwise load silently as wrong weights. Checkpoints from before checksums pass."""

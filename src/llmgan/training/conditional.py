@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from llmgan.config import RunConfig
-from llmgan.data import EncodedCorpus, Tokenizer, build_tokenizer, encode_pairs, load_tokenizer, split_texts
+from llmgan.data import EncodedCorpus, Tokenizer, build_tokenizer, encode_pairs, fill_missing_splits, load_tokenizer
 from llmgan.data.conditional import format_prompt, load_records, trim_prompt
 from llmgan.data.datasets import RunData
 from llmgan.errors import ConfigError
@@ -39,11 +39,7 @@ def prepare_conditional_data(cfg: RunConfig, run_dir: str, resume: bool = False)
     train = load_records(d.train, d)
     valid = load_records(d.valid, d) if d.valid else None
     test = load_records(d.test, d) if d.test else None
-    if valid is None or test is None:
-        total = sum(d.split)
-        train, v_split, t_split = split_texts(list(train), [x / total for x in d.split], seed=cfg.seed)
-        valid = valid if valid is not None else v_split
-        test = test if test is not None else t_split
+    train, valid, test = fill_missing_splits(train, valid, test, d.split, cfg.seed)
     if d.normalize or d.dedup:
         info("data.normalize/dedup are not applied to prompt/response pairs")
     tok_path = os.path.join(run_dir, "tokenizer.json")

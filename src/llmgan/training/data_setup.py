@@ -25,9 +25,9 @@ from llmgan.data import (
     build_tokenizer,
     clean_texts,
     encode_corpus,
+    fill_missing_splits,
     load_texts,
     load_tokenizer,
-    split_texts,
 )
 from llmgan.errors import ConfigError
 from llmgan.fileio import atomic_write_text
@@ -105,11 +105,7 @@ def prepare_data(cfg: RunConfig, run_dir: str, resume: bool = False) -> RunData:
     train_texts = load_texts(train_path, field=d.field)
     valid_texts = load_texts(valid_path, field=d.field) if valid_path else None
     test_texts = load_texts(test_path, field=d.field) if test_path else None
-    if valid_texts is None or test_texts is None:
-        total = sum(d.split)
-        train_texts, v_split, t_split = split_texts(list(train_texts), [x / total for x in d.split], seed=cfg.seed)
-        valid_texts = valid_texts if valid_texts is not None else v_split
-        test_texts = test_texts if test_texts is not None else t_split
+    train_texts, valid_texts, test_texts = fill_missing_splits(train_texts, valid_texts, test_texts, d.split, cfg.seed)
     if d.normalize or d.dedup:
         train_texts, report = clean_texts(list(train_texts), normalize=d.normalize, dedup=d.dedup)
         info(f"cleaning: {report}")

@@ -227,7 +227,7 @@ def held_out_texts(run, data: str | None = None) -> tuple[list[str], str] | None
     """
     import os
 
-    from llmgan.data import load_texts, split_texts
+    from llmgan.data import fill_missing_splits, load_texts
 
     d = run.cfg.data
     conditional = bool(getattr(run, "is_conditional", False))
@@ -246,8 +246,7 @@ def held_out_texts(run, data: str | None = None) -> tuple[list[str], str] | None
     # or not data.valid was given); without that file there is nothing to reproduce.
     if not d.train or not os.path.isfile(d.train):
         return None
-    total = sum(d.split)
-    _, _, test_texts = split_texts(read(d.train), [x / total for x in d.split], seed=run.cfg.seed)
+    _, _, test_texts = fill_missing_splits(read(d.train), None, None, d.split, run.cfg.seed)
     if not test_texts:
         return None
     return list(test_texts), f"{d.train} (test split)"

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from llmgan.fileio import read_jsonl_records
 from llmgan.training.distributed import is_main
 
 
@@ -61,16 +62,4 @@ def info(msg: str) -> None:
 
 
 def read_metrics(run_dir: str) -> list[dict]:
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a line cut by a crash
-    return out
+    return read_jsonl_records(os.path.join(run_dir, "metrics.jsonl"))
