@@ -128,7 +128,7 @@ def wall_times(records: list[dict], session_starts: list[float]) -> list[float]:
 
 
 def result_lines(name: str, seed: int, run_dir: str, threads: int, device: str, command: str,
-                 precision: str = "fp32") -> list[dict]:
+                 precision: str = "fp32", label: str | None = None) -> list[dict]:
     """Every evaluation (phase eval / final) in the run's metrics.jsonl as a reproduce.jsonl line."""
     records = read_jsonl_records(os.path.join(run_dir, "metrics.jsonl"))
     records = [r for r in records if "time" in r and "phase" in r]
@@ -143,7 +143,7 @@ def result_lines(name: str, seed: int, run_dir: str, threads: int, device: str, 
             continue
         rnd = int(r.get("round", 0) or 0)
         out.append({
-            "name": name, "seed": seed, "phase": ("adversarial" if rnd > 0 else "mle") if r["phase"] == "eval"
+            "name": label or name, "seed": seed, "phase": ("adversarial" if rnd > 0 else "mle") if r["phase"] == "eval"
             else "final", "step": r["step"], "epoch": r.get("epoch"), "round": rnd,
             "oracle_nll": r.get("oracle_nll"), "test_nll": r.get("test_nll"), "valid_nll": r.get("valid_nll"),
             "wall_s": round(w, 1), "precision": precision, "threads": threads, "cpu": cpu, "device": device,
@@ -170,8 +170,10 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(run_dir, exist_ok=True)
     resume = os.path.isfile(os.path.join(run_dir, "checkpoints", "latest"))
     cmd = train_command(name, run_dir, args.threads, args.device, args.seed, args.set, resume)
+    label = args.label or name
     shown = ("python benchmarks/reproduce.py " + name + f" --threads {args.threads} --device {args.device}"
-             + (f" --seed {args.seed}" if args.seed else "") + "".join(f" --set {o}" for o in args.set or []))
+             + (f" --seed {args.seed}" if args.seed else "") + "".join(f" --set {o}" for o in args.set or [])
+             + (f" --label {label}" if args.label else ""))
     sess_path = os.path.join(run_dir, SESSIONS)
     sessions = json.load(open(sess_path, encoding="utf-8")) if os.path.isfile(sess_path) else []
     sessions.append(time.time())
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-        sync(result_lines(name, args.seed, run_dir, args.threads, args.device, shown), args.results)
+        sync(result_lines(name, args.seed, run_dir, args.threads, args.device, shown, label=label), args.results)
         sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
@@ -198,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
             rc = proc.wait(timeout=args.poll)
         except subprocess.TimeoutExpired:
             rc = None
-        sync(result_lines(name, args.seed, run_dir, args.threads, args.device, shown), args.results)
+        sync(result_lines(name, args.seed, run_dir, args.threads, args.device, shown, label=label), args.results)
         if rc is not None:
             return rc
 
@@ -212,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", default=None, help="run directory (default runs/reproduce/NAME_sSEED)")
     p.add_argument("--results", default=RESULTS)
     p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="extra config override")
+    p.add_argument("--label", default=None,
+                   help="the name its result lines carry (default NAME): a run with a changed schedule, e.g. "
+                        "one started by train.init_from from another run's checkpoint, gets its own label")
     p.add_argument("--poll", type=float, default=60.0, help="seconds between copies of new evaluations")
     p.add_argument("--list", action="store_true", help="print every NAME with its schedule")
     p.add_argument("--report", action="store_true", help="write the table and curves into docs/benchmarks.md")

@@ -49,6 +49,9 @@ def test_result_lines_and_sync_do_not_duplicate(tmp_path):
     assert rp.sync(lines, str(out)) == 2
     assert rp.sync(lines, str(out)) == 0  # a resumed run re-reads its log: nothing twice
     assert len(out.read_text().splitlines()) == 2
+    relabelled = rp.result_lines("relgan", 0, str(run), 1, "cpu", "...", label="relgan_mle10")
+    assert {ln["name"] for ln in relabelled} == {"relgan_mle10"}
+    assert rp.sync(relabelled, str(out)) == 2  # another label is another run: its lines are its own
 
 
 def test_train_command_resumes_and_carries_the_schedule():
