@@ -67,6 +67,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_frontier"))
     p.add_argument("--mle-epochs", type=int, default=10)
+    p.add_argument("--mle-run", default=None, metavar="RUN_DIR",
+                   help="use this finished MLE run as seed 0 (e.g. benchmarks/reproduce.py mle's 120 epochs; "
+                        "its epochs must equal --mle-epochs) instead of training one")
     p.add_argument("--seeds", default="0,1,2", help="MLE seeds (seed 0 is the reference curve)")
     p.add_argument("--algorithms", default=ALGORITHMS)
     p.add_argument("--budget-min", type=float, default=1.0)
@@ -88,7 +91,11 @@ def main() -> int:
     common = ["eval.n_samples=1000", "train.checkpoint_every=1"]
     for s in seeds:
         d = os.path.join(a.out, f"mle_s{s}")
-        if not (a.reuse and os.path.isfile(os.path.join(d, "checkpoints", "latest"))):
+        if s == seeds[0] and a.mle_run:
+            d = os.path.abspath(a.mle_run)
+            if not os.path.isfile(os.path.join(d, "checkpoints", "latest")):
+                p.error(f"--mle-run: {d} has no checkpoint")
+        elif not (a.reuse and os.path.isfile(os.path.join(d, "checkpoints", "latest"))):
             walls[d] = train("mle_oracle.yaml", d, [f"seed={s}", f"train.epochs={a.mle_epochs}",
                                                     "train.eval_every=5", *common], a.threads, None)
         runs.append((f"mle_s{s}", "mle", s, d))
@@ -133,10 +140,11 @@ def main() -> int:
                                f"MLE {a.mle_epochs} epochs; adversarial runs {a.budget_min} min each)")
         meta = {os.path.basename(d): round(w / 60, 1) for d, w in walls.items()} or "none trained here (--reuse)"
         cuts = "; ".join(f"{k}: {', '.join(v)}" for k, v in SHORT.items() if k in a.algorithms.split(",")) or "none"
+        mle_note = f"; seed {seeds[0]} is the run {a.mle_run}" if a.mle_run else ""
         body = f"""## Oracle frontier: every algorithm against temperature-tuned MLE
 
 Command: `{command()}`; machine: {machine()}, CPU {_cpu()}, shared with other jobs (timings noisy).
-MLE: {a.mle_epochs} epochs per seed (seeds {a.seeds}); each adversarial run starts from MLE seed 0 (LeakGAN
+MLE: {a.mle_epochs} epochs per seed (seeds {a.seeds}{mle_note}); each adversarial run starts from MLE seed 0 (LeakGAN
 from scratch) and is stopped after {a.budget_min} min of wall time (wall minutes: {json.dumps(meta)});
 cuts for one-minute rounds: {cuts}. Each point: {a.n_samples} samples at one temperature (same sampling
 seed at every temperature). Points: `benchmarks/results/oracle_frontier.csv`.

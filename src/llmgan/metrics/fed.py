@@ -17,7 +17,7 @@ import numpy as np
 
 from llmgan.errors import LLMGanError
 
-__all__ = ["SentenceEmbedder", "fed", "frechet_distance"]
+__all__ = ["SentenceEmbedder", "fed", "fed_and_se", "frechet_distance"]
 
 
 def _sqrt_trace_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
@@ -162,12 +162,25 @@ def fed(generated: Sequence[str], references: Sequence[str], embedder: SentenceE
         embedder: anything with ``encode(texts, batch_size) -> (N, D)``; default the bundled MiniLM.
         batch_size: encoding batch size.
     """
+    return fed_and_se(generated, references, embedder, batch_size, resamples=0)[0]
+
+
+def fed_and_se(generated: Sequence[str], references: Sequence[str], embedder: SentenceEmbedder | None = None,
+               batch_size: int = 64, resamples: int = 50, seed: int = 0) -> tuple[float, float]:
+    """(FED, its bootstrap standard error): both text sets are embedded once, then their rows are
+    resampled with replacement ``resamples`` times (fixed ``seed``); 0 resamples gives SE 0.0."""
     if len(generated) < 2 or len(references) < 2:
         raise LLMGanError(
             f"fed: need at least 2 generated and 2 reference texts for a covariance, "
             f"got {len(generated)} and {len(references)}"
         )
     embedder = embedder or SentenceEmbedder()
-    mu1, s1 = _stats(embedder.encode(generated, batch_size=batch_size))
-    mu2, s2 = _stats(embedder.encode(references, batch_size=batch_size))
-    return frechet_distance(mu1, s1, mu2, s2)
+    gen = np.asarray(embedder.encode(generated, batch_size=batch_size), dtype=np.float64)
+    ref = np.asarray(embedder.encode(references, batch_size=batch_size), dtype=np.float64)
+    value = frechet_distance(*_stats(gen), *_stats(ref))
+    if resamples < 2:
+        return value, 0.0
+    rng = np.random.default_rng(seed)
+    vals = [frechet_distance(*_stats(gen[rng.integers(0, len(gen), len(gen))]),
+                             *_stats(ref[rng.integers(0, len(ref), len(ref))])) for _ in range(resamples)]
+    return value, float(np.std(vals, ddof=1))

@@ -184,15 +184,17 @@ def evaluate_run(
             if ref_tokens is None:
                 raise ConfigError("bleu: no reference data (pass --data FILE)")
             out["bleu_references"] = refs_mode
-            out.update(M.bleu(gen_tokens, ref_tokens, max_n=(2, 3, 4, 5)))
+            out.update(_with_se(M.bleu_scores(gen_tokens, ref_tokens, max_n=(2, 3, 4, 5))))
         if "self_bleu" in metrics:
-            out.update(M.self_bleu(gen_tokens, max_n=(2, 3, 4)))
+            out.update(_with_se(M.self_bleu_scores(gen_tokens, max_n=(2, 3, 4))))
         if "distinct" in metrics:
             out.update(M.distinct(gen_tokens))
+            out.update(M.distinct_se(gen_tokens))
         if "fed" in metrics:
             if ref_tokens is None:
                 raise ConfigError("fed: no reference data (pass --data FILE)")
-            out["fed"] = M.fed([" ".join(t) for t in gen_tokens], [" ".join(t) for t in ref_tokens])
+            out["fed"], out["fed_se"] = M.fed_and_se([" ".join(t) for t in gen_tokens],
+                                                     [" ".join(t) for t in ref_tokens])
         if "nll_gen" in metrics:
             if test is None:
                 raise ConfigError("nll_gen: no held-out data (pass --data FILE)")
@@ -203,8 +205,10 @@ def evaluate_run(
         if test is None:
             raise ConfigError("detector_auroc: no held-out real data (pass --data FILE)")
         from llmgan.metrics.detection import detector_auroc_for_run
+        from llmgan.metrics.uncertainty import auroc_se
 
         out["detector_auroc"] = detector_auroc_for_run(run, test, samples, lengths)
+        out["detector_auroc_se"] = auroc_se(out["detector_auroc"], int(test.tokens.size(0)), int(samples.size(0)))
     if "ebm_nll" in metrics:
         if run.cfg.adversarial.algorithm != "residual_ebm":
             raise ConfigError("--metrics ebm_nll: needs a residual_ebm run (adversarial.algorithm: residual_ebm)")
@@ -214,6 +218,16 @@ def evaluate_run(
 
         # an importance-sampling ESTIMATE of the NLL with its standard error, not a bound
         out.update(residual_ebm_nll_for_run(run, test, n_proposal=n, rng=rng))
+    return out
+
+
+def _with_se(scores: dict) -> dict[str, float]:
+    """Per-sentence scores ``{name: array}`` -> ``{name: mean, name_se: standard error}``."""
+    from llmgan.metrics.uncertainty import mean_and_se
+
+    out: dict[str, float] = {}
+    for k, v in scores.items():
+        out[k], out[k + "_se"] = mean_and_se(v)
     return out
 
 
