@@ -100,6 +100,10 @@ def main() -> int:
                                                     "train.eval_every=5", *common], a.threads, None)
         runs.append((f"mle_s{s}", "mle", s, d))
     mle0 = runs[0][3]
+    if a.mle_run:  # a long run may still be training when this starts: GANs start from its final weights
+        while not any(r.get("phase") == "final" for r in _records(mle0)):
+            print(f"waiting for {mle0} to finish", flush=True)
+            time.sleep(60)
     for algo in [x for x in a.algorithms.split(",") if x]:
         d = os.path.join(a.out, algo)
         if not (a.reuse and os.path.isfile(os.path.join(d, "checkpoints", "latest"))):
@@ -159,6 +163,12 @@ temperature-tuned MLE); "outside" = its NLL_test lies outside MLE's range. Seed-
 """
         update_section("oracle-frontier", body)
     return 0
+
+
+def _records(run_dir: str) -> list[dict]:
+    from llmgan.fileio import read_jsonl_records
+
+    return read_jsonl_records(os.path.join(run_dir, "metrics.jsonl"))
 
 
 def _cpu() -> str:
