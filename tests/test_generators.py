@@ -399,3 +399,10 @@ def test_fused_loss_and_sampling_under_bf16_autocast():
     assert loss.dtype == torch.float32 and abs(float(loss.detach()) - float(ref.detach())) < 0.05
     assert lp.dtype == torch.float32 and s.tokens.shape == (3, 5)
     assert g.lm_head.weight.grad is not None and torch.isfinite(g.lm_head.weight.grad).all()
+
+
+def test_rng_on_keeps_a_generator_already_on_the_device():
+    from llmgan.models.sampling import rng_on
+
+    g = torch.Generator().manual_seed(3)
+    assert rng_on(g, "cpu") is g and rng_on(None, "cpu") is None

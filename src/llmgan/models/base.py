@@ -29,7 +29,13 @@ from torch import Tensor
 
 from llmgan import interrupt
 from llmgan.models.output import token_log_probs, weighted_token_nll
-from llmgan.models.sampling import check_sampling_options, gumbel_softmax, sample_categorical, sample_from_hidden
+from llmgan.models.sampling import (
+    check_sampling_options,
+    gumbel_softmax,
+    rng_on,
+    sample_categorical,
+    sample_from_hidden,
+)
 
 if TYPE_CHECKING:
     from llmgan.models.watermark import Watermark
@@ -364,6 +370,7 @@ class Generator(nn.Module):
         training never passes one (Monte-Carlo rollouts sample through ``_sample_next`` without it).
         """
         check_sampling_options(temperature=temperature, top_k=top_k, top_p=top_p)
+        generator = rng_on(generator, self.device)  # a CPU-seeded rng for a CUDA model
         if state is None:
             if z is None and bool(getattr(self, "latent_in_use", False)):
                 z = torch.randn(n, self.latent.in_features, generator=generator, device=self.device)

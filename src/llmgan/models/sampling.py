@@ -88,6 +88,24 @@ def ban_logits(logits: Tensor, ban_ids: Tensor | None) -> Tensor:
     return logits.index_fill(-1, ban_ids.to(logits.device), float("-inf"))
 
 
+def rng_on(generator: torch.Generator | None, device: torch.device | str) -> torch.Generator | None:
+    """``generator`` if it draws on ``device``; else a generator on ``device`` seeded from one draw of it.
+
+    Callers seed a CPU ``torch.Generator`` (``llmgan generate --seed``, evaluate, detect) whatever
+    device the model is on, and ``torch.rand(..., generator=cpu_rng, device="cuda")`` raises. The
+    derived generator is still fixed by the seed (and advances the caller's, so two calls differ);
+    its stream differs from the CPU one, as any CUDA stream does.
+    """
+    if generator is None:
+        return None
+    want = torch.device(device)
+    have = generator.device
+    if have.type == want.type and (want.index is None or have.index in (None, want.index)):
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=want).manual_seed(seed)
+
+
 def _check_temperature(temperature: float) -> None:
     if not temperature >= 0:  # NaN fails this too (it reached an IndexError deep in the draw)
         raise ConfigError(f"temperature must be >= 0, got {temperature}")
