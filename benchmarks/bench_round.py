@@ -36,13 +36,14 @@ def main() -> None:
                      "adversarial.eval_every=100000", "adversarial.checkpoint_every=100000",
                      "eval.n_samples=500", "train.progress=false", f"threads={a.threads}", *a.set]
         cfg = load_config(a.config, overrides)
-        Trainer(cfg, tmp).run()
+        trainer = Trainer(cfg, tmp)
+        trainer.run()
         recs = [json.loads(line) for line in open(os.path.join(tmp, "metrics.jsonl"))]
     rounds = [r for r in recs if r["phase"] == "adversarial"]
     g = statistics.median(r["time_g_s"] for r in rounds)
     d = statistics.median(r["time_d_s"] for r in rounds)
     name = cfg.adversarial.algorithm
-    prec = cfg.train.precision
+    prec = trainer.precision  # what ran (bf16 falls back to fp32 on a CPU without it), not what was asked
     body = [f"## {name}: adversarial round time ({os.path.basename(a.config)}, {prec})", "",
             f"Command: `{command()}`; machine: {machine()}.", "",
             f"Generator `{cfg.generator.name}` {cfg.generator.kwargs}, discriminator `{cfg.discriminator.name}`; "

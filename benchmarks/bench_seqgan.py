@@ -120,12 +120,14 @@ def seqgan_round(precision: str, threads: int, schedule: str = "seqgan") -> dict
             f"adversarial.d_steps={d_steps}", f"adversarial.d_epochs={d_epochs}",
             f"train.precision={precision}", "train.progress=false", "eval.n_samples=1000", f"threads={threads}"])
         t = time.perf_counter()
-        Trainer(cfg, tmp).run()
+        trainer = Trainer(cfg, tmp)
+        trainer.run()
         total = time.perf_counter() - t
         recs = [json.loads(line) for line in open(os.path.join(tmp, "metrics.jsonl"))]
     r = [x for x in recs if x["phase"] == "adversarial"][0]
     return {"round": r["time_g_s"] + r["time_d_s"], "g": r["time_g_s"], "rollout": r["time_rollout_s"],
-            "sample": r["time_sample_s"], "g_update": r["time_g_update_s"], "d": r["time_d_s"], "run": total}
+            "sample": r["time_sample_s"], "g_update": r["time_g_update_s"], "d": r["time_d_s"], "run": total,
+            "precision": trainer.precision}  # what ran: bf16 falls back to fp32 on a CPU without it
 
 
 def main() -> None:
@@ -211,7 +213,8 @@ def main() -> None:
             steps, epochs, _ = SCHEDULES[sched]
             flops = steps * epochs * 20000 * 3 * (conv_f + head_f)  # forward + backward ~ 3x forward
             floor = flops / rates[prec] / 1e9
-            body.append(f"| {sched} ({steps} x {epochs}) | {prec} | {r['round']:.1f} s | {r['g']:.1f} s "
+            ran = prec if r["precision"] == prec else f"{prec} asked, {r['precision']} ran"
+            body.append(f"| {sched} ({steps} x {epochs}) | {ran} | {r['round']:.1f} s | {r['g']:.1f} s "
                         f"({r['sample']:.2f} / {r['rollout']:.1f} / {r['g_update']:.2f}) | {r['d']:.1f} s | "
                         f"{floor:.0f} s ({flops / 1e12:.1f} TFLOP at {rates[prec]:.0f} GFLOP/s) |")
         body += ["", "The floor counts only D's training arithmetic (forward + backward = 3 x the "
