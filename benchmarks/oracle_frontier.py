@@ -46,11 +46,14 @@ SHORT = {
 }
 
 
-def train(cfg: str, out: str, sets: list[str], threads: int, budget_min: float | None) -> float:
+def train(cfg: str, out: str, sets: list[str], threads: int, budget_min: float | None,
+          resume: bool = False) -> float:
     cmd = [sys.executable, "-m", "llmgan.cli", "train", os.path.join(ROOT, "configs", cfg), "--out", out,
            "--threads", str(threads), "--device", "cpu", "--no-progress"]
     for s in sets:
         cmd += ["--set", s]
+    if resume:
+        cmd.append("--resume")
     print("$ llmgan train " + " ".join(cmd[4:]), flush=True)
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t = time.perf_counter()
@@ -95,13 +98,14 @@ def main() -> int:
             d = os.path.abspath(a.mle_run)
             if not os.path.isfile(os.path.join(d, "checkpoints", "latest")):
                 p.error(f"--mle-run: {d} has no checkpoint")
-        elif not (a.reuse and os.path.isfile(os.path.join(d, "checkpoints", "latest"))):
+        elif not (a.reuse and _finished(d)):  # an MLE run stopped part-way is resumed, not redone
+            resume = a.reuse and os.path.isfile(os.path.join(d, "checkpoints", "latest"))
             walls[d] = train("mle_oracle.yaml", d, [f"seed={s}", f"train.epochs={a.mle_epochs}",
-                                                    "train.eval_every=5", *common], a.threads, None)
+                                                    "train.eval_every=5", *common], a.threads, None, resume)
         runs.append((f"mle_s{s}", "mle", s, d))
     mle0 = runs[0][3]
     if a.mle_run:  # a long run may still be training when this starts: GANs start from its final weights
-        while not any(r.get("phase") == "final" for r in _records(mle0)):
+        while not _finished(mle0):
             print(f"waiting for {mle0} to finish", flush=True)
             time.sleep(60)
     for algo in [x for x in a.algorithms.split(",") if x]:
@@ -169,6 +173,10 @@ def _records(run_dir: str) -> list[dict]:
     from llmgan.fileio import read_jsonl_records
 
     return read_jsonl_records(os.path.join(run_dir, "metrics.jsonl"))
+
+
+def _finished(run_dir: str) -> bool:
+    return any(r.get("phase") == "final" for r in _records(run_dir))
 
 
 def _cpu() -> str:
