@@ -3,13 +3,17 @@
     POST /v1/completions        OpenAI completions (model, prompt, max_tokens, temperature, top_p, n,
                                 seed, stream); ``stream: true`` answers with server-sent events
     POST /v1/chat/completions   the same for conditional runs whose tokenizer has a chat template
-    POST /v1/generate           every sampling option, latent z, per-sample log-prob and D's realness
+    POST /v1/generate           every sampling option, latent z, per-sample log-prob and D's realness,
+                                density-ratio resampling (resample: sir|rejection, candidates, ratio_from)
     POST /v1/score              D's realness of texts
     POST /v1/detect             human/generated labels with the calibrated threshold
     GET  /v1/models             each loaded run: algorithm, data, detector calibration, metrics
     GET  /v1/models/{id}/metrics  training curves and sweep rows (for the page)
     GET  /health                {"status": "ok", "models": [...]} (no paths)
     GET  /                      the page
+
+Generating responses carry ``provenance`` (llmgan.provenance's record, without server paths) and, for
+a model served with an output filter, ``filtered`` (how many samples were dropped, by reason).
 
 Every error is ``{"error": {"message", "type", "param"}}`` with a 4xx status for the client's fault
 (400 bad JSON, 401 API key, 404, 405, 408 slow body, 413 body size, 422 invalid field, 429 full) and
