@@ -61,7 +61,7 @@ def concurrently(client, bodies: list[dict]) -> list:
 
 # ----------------------------------------------------------------------------------------- batching
 def held_batch(client, svc: ModelService, bodies: list[dict], monkeypatch) -> list:
-    """Send ``bodies`` at once while the model is busy, so the batcher sees all of them together."""
+    """Send ``bodies`` at once with a 1 s batching window, so the batcher sees all of them together."""
     monkeypatch.setattr(svc.batcher, "window_s", 1.0)  # every request of the burst lands in one window
     return concurrently(client, bodies)
 
