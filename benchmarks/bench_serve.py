@@ -135,6 +135,7 @@ def main() -> None:
     arms = [("off", ["--no-batching"])] + [(f"batched, {w} ms window", ["--batch-window-ms", w])
                                            for w in args.windows.split(",")]
     rows = []
+    load_before = os.getloadavg()
     for name, extra in arms:
         proc, port = start_server(run_dir, extra)
         try:
@@ -149,9 +150,19 @@ def main() -> None:
         return
     from _doc import command, machine, update_section
 
+    load_after = os.getloadavg()
+    off = {r["clients"]: r for r in rows if r["arm"] == "off"}
+    reading = []
+    for c, base in off.items():
+        best = max((r for r in rows if r["clients"] == c and r["arm"] != "off"), key=lambda r: r["rps"])
+        reading.append(f"{c} client(s): {base['rps']:.1f} -> {best['rps']:.1f} requests/s "
+                       f"({best['rps'] / base['rps']:.1f}x, {best['arm']}), p50 {base['p50_ms']:.0f} -> "
+                       f"{best['p50_ms']:.0f} ms, p99 {base['p99_ms']:.0f} -> {best['p99_ms']:.0f} ms")
+
     lines = ["## Serving: micro-batching under concurrent load", "",
              f"`{command()}` on {cpu_model()} ({machine()}). **The machine was shared with other jobs while "
-             "this ran: timings are noisy; compare arms within one run, not across runs.**", "",
+             f"this ran (1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on "
+             f"{os.cpu_count()} cores): timings are noisy; compare arms within one run, not across runs.**", "",
              f"The real server (uvicorn on 127.0.0.1, `--threads 1`) on a word-level LSTM (embed 32, hidden 64); "
              f"each client sends unseeded `POST /v1/completions` (n={args.n}, max_tokens={args.max_tokens}) back "
              f"to back on one keep-alive connection, {args.requests} requests per client. Latency is per request, "
@@ -161,6 +172,9 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['arm']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | "
                      f"{r['p99_ms']:.1f} | {r['rps']:.1f} |")
+    lines += ["", "Reading (batching off vs the best batched arm): " + "; ".join(reading) + ". Batching pays "
+              "where several requests wait for the model at once: one sampling call of k rows costs far less "
+              "than k calls. Only unseeded requests are batched (docs/serve.md)."]
     update_section("serve", "\n".join(lines))
     print("wrote the serve section of docs/benchmarks.md")
 

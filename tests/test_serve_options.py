@@ -60,10 +60,23 @@ def concurrently(client, bodies: list[dict]) -> list:
 
 
 # ----------------------------------------------------------------------------------------- batching
-def held_batch(client, svc: ModelService, bodies: list[dict], monkeypatch) -> list:
-    """Send ``bodies`` at once with a 1 s batching window, so the batcher sees all of them together."""
-    monkeypatch.setattr(svc.batcher, "window_s", 1.0)  # every request of the burst lands in one window
-    return concurrently(client, bodies)
+def held_batch(client, svc: ModelService, bodies: list[dict], monkeypatch, valid: int | None = None) -> list:
+    """Send ``bodies`` at once while the model is busy (so none samples alone) with a 1 s batching window
+    (so the batcher sees all of them together). ``valid``: how many reach the model (default: all)."""
+    monkeypatch.setattr(svc.batcher, "window_s", 1.0)
+    svc.lock.acquire()
+    out: list = []
+    t = threading.Thread(target=lambda: out.extend(concurrently(client, bodies)))
+    t.start()
+    try:
+        for _ in range(1000):
+            if svc.active >= (len(bodies) if valid is None else valid):
+                break
+            threading.Event().wait(0.005)
+    finally:
+        svc.lock.release()
+    t.join(60)
+    return out
 
 
 def test_concurrent_requests_share_one_sampling_call(client, gan, monkeypatch):
@@ -91,7 +104,7 @@ def test_options_that_differ_are_not_mixed_and_caps_hold(client, gan, monkeypatc
     bodies = [{"model": "gan", "n": 2, "max_tokens": 2}, {"model": "gan", "n": 3, "max_tokens": 7},
               {"model": "gan", "n": 1, "max_tokens": 2, "temperature": 0.5}, {"model": "gan", "n": 17}]
     before = gan.batcher.calls
-    out = held_batch(client, gan, bodies, monkeypatch)
+    out = held_batch(client, gan, bodies, monkeypatch, valid=3)
     assert [r.status_code for r in out] == [200, 200, 200, 422]  # the per-model n cap still refuses
     assert out[3].json()["error"]["param"] == "n"
     assert gan.batcher.calls - before == 3  # three keys: (2 tokens, T=1), (7 tokens), (2 tokens, T=0.5)
@@ -138,6 +151,13 @@ def test_seeded_requests_are_not_batched_and_stay_reproducible(client, gan, monk
     out = held_batch(client, gan, [body, {"model": "gan", "n": 2, "max_tokens": 8}, body], monkeypatch)
     assert gan.batcher.batched_jobs - before == 1  # only the unseeded one went through the batcher
     assert out[0].json()["choices"] == quiet and out[2].json()["choices"] == quiet
+
+
+def test_a_lone_request_skips_the_batcher(client, gan):
+    before = gan.batcher.calls, gan.batcher.batched_jobs
+    for _ in range(3):  # one after the other: the model is idle each time, there is nothing to batch with
+        assert post(client, "/v1/completions", {"model": "gan", "max_tokens": 4}).status_code == 200
+    assert (gan.batcher.calls, gan.batcher.batched_jobs) == before and gan.active == 0
 
 
 def test_batching_off_samples_each_request_alone(serve_runs):  # noqa: F811

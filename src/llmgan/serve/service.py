@@ -143,6 +143,8 @@ class ModelService:
         self.run = load_run(run_dir, device=device)
         self.limits = limits or Limits()
         self.lock = threading.Lock()
+        self.active = 0  # generate() calls in progress (a lone one skips the batcher)
+        self._active_lock = threading.Lock()
         cfg = self.run.cfg
         self.algorithm = cfg.adversarial.algorithm or "mle"
         tok = self.run.tokenizer
@@ -332,19 +334,31 @@ class ModelService:
         new text of each row after every token.
 
         Requests without a seed and without streaming go through the model's :class:`Batcher` (one
-        sampling call for the requests that arrive together); a seeded request is sampled on its own,
-        from its own random stream, so the same seed gives the same samples whatever else is running."""
+        sampling call for the requests that arrive together) unless the model is idle and no other
+        request for it is in progress: then there is nothing to batch with, and the request samples at
+        once (no hand-over to the batcher's thread, no window). A seeded request is always sampled on
+        its own, from its own random stream, so the same seed gives the same samples whatever else is
+        running."""
         job = Job(n=n, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                   prompts=[list(p) for p in prompts] if prompts is not None else None, z=z, deadline=deadline,
                   score=score, on_delta=on_delta)
-        if self.batcher is not None and seed is None and on_delta is None:
-            return self.batcher.submit(job)
-        self._acquire(deadline)
+        batchable = self.batcher is not None and seed is None and on_delta is None
+        with self._active_lock:
+            self.active += 1
+            alone = self.active == 1
         try:
-            self._sample([job], check=deadline.check)
+            if batchable and not (alone and self.lock.acquire(blocking=False)):
+                return self.batcher.submit(job)
+            if not batchable:
+                self._acquire(deadline)
+            try:  # the lock is held here
+                self._sample([job], check=deadline.check)
+            finally:
+                self.lock.release()
+            return job.outcome()
         finally:
-            self.lock.release()
-        return job.outcome()
+            with self._active_lock:
+                self.active -= 1
 
     def _sample(self, jobs: Sequence[Job], check: Callable[[], None]) -> None:
         """One sampling call for ``jobs`` (the caller holds the lock; all share ``Job.key``), through the
