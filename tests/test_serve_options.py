@@ -257,6 +257,16 @@ def test_serve_cli_refuses_bad_key_and_filter_files_in_one_line(serve_runs, tmp_
     assert "cannot read filter config" in err[2] and len(err) == 3
 
 
+def test_per_model_key_and_filter_specs(tmp_path):
+    from llmgan.serve.cli import per_model
+
+    runs = [str(tmp_path / "a"), str(tmp_path / "b") + "/"]
+    assert per_model(["k.json"], runs, "--watermark") == {"a": "k.json", "b": "k.json"}  # plain: every model
+    assert per_model(["b=k.json"], runs, "--watermark") == {"b": "k.json"}  # MODEL=FILE: that model only
+    assert per_model(["all.json", "a=mine.json"], runs, "--watermark") == {"a": "mine.json", "b": "all.json"}
+    assert per_model(None, runs, "--watermark") == {}
+
+
 # ----------------------------------------------------------------------------------------- filters
 def test_filter_drops_counts_and_logs(serve_runs, caplog):  # noqa: F811
     flt = OutputFilter(blocklist=["cat"], config_hash="f" * 64)
