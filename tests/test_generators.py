@@ -406,3 +406,32 @@ def test_rng_on_keeps_a_generator_already_on_the_device():
 
     g = torch.Generator().manual_seed(3)
     assert rng_on(g, "cpu") is g and rng_on(None, "cpu") is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sample_is_its_step_loop_with_every_option(kind):
+    # one sampling loop: sample() collects sample_steps(); bans and the watermark act in the steps, and a
+    # consumer that stops iterating stops the sampling (the server's deadline between two tokens)
+    from llmgan.models.watermark import Watermark
+
+    g = make(kind, eos_id=EOS, bos_id=BOS, pad_id=PAD).eval()
+    wm = Watermark(b"s" * 32, gamma=0.25, delta=4.0, context=2)
+    prompt = left_pad([rand_tokens(1, 3, seed=5)[0], rand_tokens(1, 5, seed=6)[0]])
+    kw = {"temperature": 0.9, "top_k": 12, "prompt": prompt, "ban_ids": torch.tensor([3, 4, 5]), "watermark": wm}
+    s = g.sample(2, 10, generator=torch.Generator().manual_seed(2), **kw)
+    cols = list(g.sample_steps(2, 10, generator=torch.Generator().manual_seed(2), **kw))
+    got = torch.stack([t for t, _ in cols], 1)
+    assert torch.equal(got, s.tokens[:, : got.size(1)]) and (s.tokens[:, got.size(1):] == PAD).all()
+    assert torch.equal(torch.stack([lp for _, lp in cols], 1), s.log_probs[:, : got.size(1)])
+    assert not torch.isin(s.tokens, torch.tensor([3, 4, 5])).any()
+    plain = g.sample(2, 10, generator=torch.Generator().manual_seed(2), temperature=0.9, top_k=12, prompt=prompt)
+    assert not torch.equal(plain.tokens, s.tokens)  # the options change the draw
+    steps = []
+    real = g._sample_next
+    g._sample_next = lambda *a, **k: (steps.append(1), real(*a, **k))[1]
+    it = g.sample_steps(2, 10)
+    assert steps == []  # lazy: nothing runs before the first step is asked for
+    next(it), next(it)
+    assert len(steps) == 2
+    with pytest.raises(ConfigError, match="temperature"):
+        g.sample_steps(2, 10, temperature=float("nan"))  # checked at the call, before any step

@@ -11,11 +11,9 @@ import logging
 import threading
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from llmgan.serve.app import Settings, create_asgi
-from llmgan.serve.sampling import Stopped, sample_steps
 from llmgan.serve.service import Limits, Registry
 from serve_runs import serve_runs  # noqa: F401 - the session fixture
 
@@ -61,7 +59,8 @@ def test_models_describe_each_run(client):
     assert 0 <= cards["gan"]["detector"]["auroc"] <= 1 and "valid_nll" in cards["gan"]["metrics"]
     assert cards["mle"]["discriminator"] is False and cards["mle"]["latent_dim"] == 3
     assert cards["cond"]["conditional"] is True and cards["cond"]["data"] == "pairs.jsonl"
-    assert cards["gan"]["limits"] == {"max_n": 16, "max_tokens": 32, "max_texts": 8}
+    assert cards["gan"]["limits"] == {"max_n": 16, "max_tokens": 32, "max_texts": 8, "max_candidates": 16}
+    assert cards["gan"]["resample"] == ["d"] and cards["mle"]["resample"] == []
     m = client.get("/v1/models/gan/metrics").json()
     assert any(k.endswith(":valid_nll") for k in m["series"]) and m["sweep"] == []
 
@@ -103,21 +102,22 @@ def test_stream_sends_tokens_that_add_up_to_the_unstreamed_text(client):
     assert {c["index"] for e in chunks for c in e["choices"] if c["finish_reason"]} == {0, 1, 2, 3}
 
 
-def test_sample_steps_draws_what_generator_sample_draws(registry):
+def test_stream_and_batch_draw_through_the_generators_step_loop(client, registry, monkeypatch):
+    # one sampling loop: the server's sampling (streamed, seeded or batched) is Generator.sample_steps,
+    # so every option it has (watermark, bans, ...) is the same code everywhere
     g = registry.get("gan").run.generator
-    want = g.sample(4, 8, temperature=0.9, generator=torch.Generator().manual_seed(3))
-    cols = [t for t, _ in sample_steps(g, 4, 8, temperature=0.9, generator=torch.Generator().manual_seed(3))]
-    got = torch.stack(cols, 1)
-    assert torch.equal(got, want.tokens[:, : got.size(1)])
-    assert (want.tokens[:, got.size(1):] == (g.pad_id or 0)).all()
+    calls = []
+    real = type(g).sample_steps
 
+    def spy(self, *a, **k):
+        calls.append(k)
+        return real(self, *a, **k)
 
-def test_sample_steps_stops_when_told(registry):
-    def stop():
-        raise Stopped("cancelled")
-
-    with pytest.raises(Stopped):
-        next(iter(sample_steps(registry.get("gan").run.generator, 2, 5, check=stop)))
+    monkeypatch.setattr(type(g), "sample_steps", spy)
+    body = {"model": "gan", "n": 2, "max_tokens": 6}
+    for extra in ({"seed": 3}, {}, {"seed": 3, "stream": True}):
+        assert post(client, "/v1/completions", {**body, **extra}).status_code == 200
+    assert len(calls) == 3 and all("watermark" in k for k in calls)
 
 
 def test_generate_scores_samples_as_score_does(client):

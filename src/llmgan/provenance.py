@@ -24,8 +24,12 @@ def checkpoint_hash(checkpoint_dir: str) -> str:
 
 
 def provenance(run: Any, sampling: dict[str, Any], seed: int | None, watermark: Any = None,
-               output_filter: Any = None, filter_counts: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The provenance record of samples drawn from ``run`` (an :class:`llmgan.run.LoadedRun`)."""
+               output_filter: Any = None, filter_counts: dict[str, Any] | None = None,
+               checkpoint_sha256: str | None = None) -> dict[str, Any]:
+    """The provenance record of samples drawn from ``run`` (an :class:`llmgan.run.LoadedRun`).
+
+    ``checkpoint_sha256``: the weights' hash when the caller already has it (the server hashes once at
+    start-up instead of per response)."""
     from llmgan import __version__
 
     return {
@@ -33,7 +37,7 @@ def provenance(run: Any, sampling: dict[str, Any], seed: int | None, watermark: 
         "run_id": run.cfg.name if getattr(run.cfg, "name", None) else os.path.basename(os.path.abspath(run.run_dir)),
         "run_dir": os.path.abspath(run.run_dir),
         "checkpoint": os.path.basename(os.path.normpath(run.checkpoint)),
-        "checkpoint_sha256": checkpoint_hash(run.checkpoint),
+        "checkpoint_sha256": checkpoint_sha256 or checkpoint_hash(run.checkpoint),
         "sampling": sampling,
         "seed": seed,
         "watermark_key_id": getattr(watermark, "key_id", None),

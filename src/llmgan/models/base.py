@@ -18,7 +18,7 @@ oracle BOS is token 0, an ordinary vocabulary entry, and there is no EOS.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -368,9 +368,54 @@ class Generator(nn.Module):
         ``watermark`` (:class:`llmgan.models.watermark.Watermark`) biases every step toward its green
         lists, seeded by the previous tokens (the fed start token stands in before there are any);
         training never passes one (Monte-Carlo rollouts sample through ``_sample_next`` without it).
+        The tokens are those of :meth:`sample_steps` (the one sampling loop), collected into a matrix.
+        """
+        steps = self.sample_steps(n, max_len, temperature=temperature, top_k=top_k, top_p=top_p, prompt=prompt, z=z,
+                                  state=state, first_token=first_token, generator=generator, ban_ids=ban_ids,
+                                  watermark=watermark)
+        B = first_token.size(0) if first_token is not None else n
+        pad = self.pad_id if self.pad_id is not None else 0
+        tokens = torch.full((B, max_len), pad, dtype=torch.long, device=self.device)
+        logps = torch.zeros(B, max_len, device=self.device)
+        for t, (token, lp) in enumerate(steps):
+            tokens[:, t] = token
+            logps[:, t] = lp
+        return Samples(tokens, logps, lengths_from_eos(tokens, self.eos_id))
+
+    def sample_steps(
+        self,
+        n: int,
+        max_len: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        prompt: Tensor | None = None,
+        z: Tensor | None = None,
+        state: State | None = None,
+        first_token: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        ban_ids: Tensor | None = None,
+        watermark: Watermark | None = None,
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """The sampling loop behind :meth:`sample` (same options), one step at a time: yields
+        ``(tokens (B,), log-probs (B,))`` per position; rows that have ended get the pad id and log-prob 0.
+
+        Options are checked now (a ConfigError before any work); the steps run as the iterator is
+        consumed, so a consumer that stops iterating (the server: a deadline, a client gone) stops the
+        sampling between two tokens. ``sample`` and the server's streaming both draw through here, so a
+        seeded request gives the same tokens whichever path it takes.
         """
         check_sampling_options(temperature=temperature, top_k=top_k, top_p=top_p)
         generator = rng_on(generator, self.device)  # a CPU-seeded rng for a CUDA model
+        return self._steps(n, max_len, temperature, top_k, top_p, prompt, z, state, first_token, generator, ban_ids,
+                           watermark)
+
+    @torch.no_grad()
+    def _steps(self, n: int, max_len: int, temperature: float, top_k: int | None, top_p: float | None,
+               prompt: Tensor | None, z: Tensor | None, state: State | None, first_token: Tensor | None,
+               generator: torch.Generator | None, ban_ids: Tensor | None,
+               watermark: Watermark | None) -> Iterator[tuple[Tensor, Tensor]]:
         if state is None:
             if z is None and bool(getattr(self, "latent_in_use", False)):
                 z = torch.randn(n, self.latent.in_features, generator=generator, device=self.device)
@@ -378,11 +423,9 @@ class Generator(nn.Module):
         token = first_token if first_token is not None else self._bos(n).squeeze(1)
         B = token.size(0)
         pad = self.pad_id if self.pad_id is not None else 0
-        tokens = torch.full((B, max_len), pad, dtype=torch.long, device=self.device)
-        logps = torch.zeros(B, max_len, device=self.device)
         alive = torch.ones(B, dtype=torch.bool, device=self.device)
         ctx = token[:, None].repeat(1, watermark.context) if watermark is not None else None
-        for t in range(max_len):
+        for _ in range(max_len):
             interrupt.point()  # SIGTERM during training: stop here (the engine rolls back)
             token, lp, state = self._sample_next(token, state, temperature, top_k, top_p, generator, ban_ids,
                                                  watermark, ctx)
@@ -391,13 +434,11 @@ class Generator(nn.Module):
             if self.eos_id is not None:
                 token = torch.where(alive, token, torch.full_like(token, pad))
                 lp = lp * alive
-            tokens[:, t] = token
-            logps[:, t] = lp
+            yield token, lp
             if self.eos_id is not None:
                 alive &= token != self.eos_id
                 if not bool(alive.any()):
                     break
-        return Samples(tokens, logps, lengths_from_eos(tokens, self.eos_id))
 
     def sample_relaxed(
         self,

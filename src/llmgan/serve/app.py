@@ -3,13 +3,17 @@
     POST /v1/completions        OpenAI completions (model, prompt, max_tokens, temperature, top_p, n,
                                 seed, stream); ``stream: true`` answers with server-sent events
     POST /v1/chat/completions   the same for conditional runs whose tokenizer has a chat template
-    POST /v1/generate           every sampling option, latent z, per-sample log-prob and D's realness
+    POST /v1/generate           every sampling option, latent z, per-sample log-prob and D's realness,
+                                density-ratio resampling (resample: sir|rejection, candidates, ratio_from)
     POST /v1/score              D's realness of texts
     POST /v1/detect             human/generated labels with the calibrated threshold
     GET  /v1/models             each loaded run: algorithm, data, detector calibration, metrics
     GET  /v1/models/{id}/metrics  training curves and sweep rows (for the page)
     GET  /health                {"status": "ok", "models": [...]} (no paths)
     GET  /                      the page
+
+Generating responses carry ``provenance`` (llmgan.provenance's record, without server paths) and, for
+a model served with an output filter, ``filtered`` (how many samples were dropped, by reason).
 
 Every error is ``{"error": {"message", "type", "param"}}`` with a 4xx status for the client's fault
 (400 bad JSON, 401 API key, 404, 405, 408 slow body, 413 body size, 422 invalid field, 429 full) and
@@ -40,8 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmgan.errors import LLMGanError
 from llmgan.serve import schemas as S
-from llmgan.serve.sampling import Stopped
-from llmgan.serve.service import ApiError, Deadline, Generated, ModelService, Registry, invalid
+from llmgan.serve.service import ApiError, Deadline, Generated, ModelService, Registry, Stopped, invalid
 
 log = logging.getLogger("llmgan.serve")
 access_log = logging.getLogger("llmgan.serve.access")
@@ -313,8 +316,12 @@ def create_app(registry: Registry, settings: Settings | None = None) -> FastAPI:
                        top_p=req.top_p, seed=req.seed, prompts=prompts, z=z, deadline=deadline, score=score)
         return work, deadline
 
-    async def stream(work: Callable[..., Generated], deadline: Deadline, chunk: Callable[[int, str | None,
-                     str | None], dict], usage: bool, n_rows: int) -> StreamingResponse:
+    async def stream(svc: ModelService, work: Callable[..., Generated], deadline: Deadline,
+                     chunk: Callable[[int, str | None, str | None], dict], usage: bool,
+                     n_rows: int) -> StreamingResponse:
+        if svc.output_filter is not None:  # a sample is sent as it is drawn: a filter could only drop it too late
+            raise ApiError(400, f"model {svc.id!r} filters its outputs, so it does not stream (a dropped "
+                                "sample would already be sent); send stream: false", param="stream")
         st = _Stream(work)
         st.task = st.start()  # held so the task is not collected while it runs
         first = await st.queue.get()
@@ -331,10 +338,11 @@ def create_app(registry: Registry, settings: Settings | None = None) -> FastAPI:
                     elif kind == "done":
                         for i in range(n_rows):
                             yield _sse(chunk(i, None, x.finish[i]))
+                        last = {**chunk(0, None, None), "choices": [], "provenance": x.provenance}
                         if usage:
-                            yield _sse({**chunk(0, None, None), "choices": [], "usage": {
-                                "prompt_tokens": x.prompt_tokens, "completion_tokens": sum(x.tokens),
-                                "total_tokens": x.prompt_tokens + sum(x.tokens)}})
+                            last["usage"] = {"prompt_tokens": x.prompt_tokens, "completion_tokens": sum(x.tokens),
+                                             "total_tokens": x.prompt_tokens + sum(x.tokens)}
+                        yield _sse(last)  # no choices: clients read it as the usage chunk (and keep provenance)
                         yield b"data: [DONE]\n\n"
                         return
                     else:
@@ -374,12 +382,12 @@ def create_app(registry: Registry, settings: Settings | None = None) -> FastAPI:
                         "choices": [{"text": text or "", "index": row, "logprobs": None, "finish_reason": finish}]}
 
             rows = req.n * (len(prompts) if prompts else 1)
-            return await stream(work, deadline, chunk, bool(req.stream_options and req.stream_options.include_usage),
-                                rows)
+            return await stream(svc, work, deadline, chunk,
+                                bool(req.stream_options and req.stream_options.include_usage), rows)
         out: Generated = await in_thread(work)
         return S.CompletionResponse(id=cid, created=created, model=svc.id, usage=usage_of(out), choices=[
             S.CompletionChoice(text=t, index=i, finish_reason=f)
-            for i, (t, f) in enumerate(zip(out.texts, out.finish))])
+            for i, (t, f) in enumerate(zip(out.texts, out.finish))], filtered=out.filtered, provenance=out.provenance)
 
     @app.post("/v1/chat/completions", response_model=S.ChatCompletionResponse, responses=responses)
     async def chat_completions(request: Request, req: S.ChatCompletionRequest) -> Any:
@@ -393,12 +401,12 @@ def create_app(registry: Registry, settings: Settings | None = None) -> FastAPI:
                 return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": svc.id,
                         "choices": [{"index": row, "delta": delta, "finish_reason": finish}]}
 
-            return await stream(work, deadline, chunk, bool(req.stream_options and req.stream_options.include_usage),
-                                req.n)
+            return await stream(svc, work, deadline, chunk,
+                                bool(req.stream_options and req.stream_options.include_usage), req.n)
         out: Generated = await in_thread(work)
         return S.ChatCompletionResponse(id=cid, created=created, model=svc.id, usage=usage_of(out), choices=[
             S.ChatChoice(index=i, message=S.AssistantMessage(content=t), finish_reason=f)
-            for i, (t, f) in enumerate(zip(out.texts, out.finish))])
+            for i, (t, f) in enumerate(zip(out.texts, out.finish))], filtered=out.filtered, provenance=out.provenance)
 
     @app.post("/v1/generate", response_model=S.GenerateResponse, responses=responses)
     async def generate(request: Request, req: S.GenerateRequest) -> S.GenerateResponse:
@@ -407,12 +415,29 @@ def create_app(registry: Registry, settings: Settings | None = None) -> FastAPI:
         svc = _model(request, registry, req.model)
         ids = svc.prompt_ids(req.prompt)
         z = svc.latent(req.z, req.n)
-        work, _ = prepare(svc, req, [ids] if ids is not None else None, top_k=req.top_k, z=z,
-                          score=req.score and svc.detector is not None)
-        out: Generated = await in_thread(work)
-        return S.GenerateResponse(model=svc.id, samples=[
+        scored = req.score and svc.detector is not None
+        if req.resample is not None:
+            if z is not None:
+                raise invalid("z", "resample draws fresh candidates: it takes no z")
+            if req.candidates > svc.limits.max_candidates:
+                raise invalid("candidates", f"at most {svc.limits.max_candidates} for model {svc.id!r}, "
+                                            f"got {req.candidates}")
+            svc.check_n(req.n)
+            max_tokens = svc.check_max_tokens(req.max_tokens)
+            if req.top_k is not None and req.top_k > svc.run.tokenizer.vocab_size:
+                raise invalid("top_k", f"at most the vocabulary size, {svc.run.tokenizer.vocab_size}")
+            out: Generated = await in_thread(
+                svc.resampled, n=req.n, method=req.resample, candidates=req.candidates, ratio_from=req.ratio_from,
+                max_tokens=max_tokens, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, seed=req.seed,
+                prompt=ids, deadline=Deadline.start(svc.limits.timeout_s), score=scored)
+        else:
+            work, _ = prepare(svc, req, [ids] if ids is not None else None, top_k=req.top_k, z=z, score=scored)
+            out = await in_thread(work)
+        return S.GenerateResponse(model=svc.id, filtered=out.filtered, resample=out.resample,
+                                  provenance=out.provenance, samples=[
             S.GeneratedSample(text=t, tokens=k, finish_reason=f, log_prob=lp,
-                              realness=None if out.realness is None else out.realness[i])
+                              realness=None if out.realness is None else out.realness[i],
+                              log_ratio=None if out.log_ratio is None else out.log_ratio[i])
             for i, (t, k, f, lp) in enumerate(zip(out.texts, out.tokens, out.finish, out.log_probs))])
 
     @app.post("/v1/score", response_model=S.ScoreResponse, responses=responses)

@@ -16,6 +16,25 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def per_model(specs: list[str] | None, run_dirs: list[str], flag: str) -> dict[str, str]:
+    """``[MODEL=]FILE`` options -> model id -> file: a plain FILE applies to every model, ``MODEL=FILE`` to
+    the run named MODEL (a later spec for the same model wins)."""
+    from llmgan.errors import ConfigError
+    from llmgan.serve.service import Registry
+
+    ids = [Registry.model_id(d) for d in run_dirs]
+    out: dict[str, str] = {}
+    for spec in specs or ():
+        name, sep, path = spec.partition("=")
+        if sep and name in ids:
+            out[name] = path
+        elif sep and not os.path.exists(spec):
+            raise ConfigError(f"serve: {flag} {spec}: no loaded model is named {name!r} (loaded: {sorted(ids)})")
+        else:
+            out.update({i: spec for i in ids})
+    return out
+
+
 def cmd_serve(args) -> int:
     from llmgan.errors import ConfigError
 
@@ -39,11 +58,27 @@ def cmd_serve(args) -> int:
 
     if args.calibration_n < 1:
         raise ConfigError(f"serve: --calibration-n must be at least 1, got {args.calibration_n}")
+    if args.max_candidates < 1 or args.max_batch_rows < 1:
+        raise ConfigError("serve: --max-candidates and --max-batch-rows must be at least 1")
+    if not args.batch_window_ms >= 0:
+        raise ConfigError(f"serve: --batch-window-ms must be >= 0, got {args.batch_window_ms}")
+    from llmgan.filters import load_filter
+    from llmgan.models.watermark import load_key
+
+    # keys and filters are read before any run loads: a bad file is one line, not a half-started server
+    keys = {f: load_key(f) for f in set(per_model(args.watermark, args.run_dir, "--watermark").values())}
+    watermarks = {m: keys[f] for m, f in per_model(args.watermark, args.run_dir, "--watermark").items()}
+    filter_files = per_model(args.filter_config, args.run_dir, "--filter-config")
+    flts = {f: load_filter(f, device=args.device) for f in set(filter_files.values())}
+    filters = {m: flts[f] for m, f in filter_files.items()}
     print(f"llmgan serve: loading {len(args.run_dir)} run(s), calibrating their detectors", file=sys.stderr,
           flush=True)
     registry = Registry.load(args.run_dir, device=args.device, calibration_n=args.calibration_n,
-                             sweeps=args.sweep or (),
-                             limits=Limits(args.max_n, args.max_tokens, args.max_texts, args.timeout))
+                             sweeps=args.sweep or (), watermarks=watermarks, filters=filters,
+                             batch_window_s=None if args.no_batching else args.batch_window_ms / 1000,
+                             max_batch_rows=args.max_batch_rows,
+                             limits=Limits(args.max_n, args.max_tokens, args.max_texts, args.timeout,
+                                           args.max_candidates))
     settings = Settings(api_key=api_key, max_body=args.max_body, max_concurrent=args.max_concurrent,
                         body_timeout_s=args.header_timeout)
     sock = bind(args.host, args.port)
@@ -77,6 +112,16 @@ def register(sub) -> None:
     s.add_argument("--calibration-n", type=int, default=500,
                    help="samples for the detector's threshold, calibrated at start-up unless detector.json "
                         "already holds one for the run's checkpoint")
+    s.add_argument("--watermark", action="append", metavar="[MODEL=]KEYFILE",
+                   help="watermark every sample with this key (llmgan watermark keygen); MODEL= for one run only. "
+                        "The key never leaves the server: responses carry its key id")
+    s.add_argument("--filter-config", action="append", metavar="[MODEL=]FILE",
+                   help="output filter (docs/safety.md): a filtered sample is dropped and counted in the response")
+    s.add_argument("--max-candidates", type=int, default=16, help="most resample candidates per output (per model)")
+    s.add_argument("--batch-window-ms", type=float, default=2.0,
+                   help="unseeded requests for one model arriving within this window share one sampling call")
+    s.add_argument("--max-batch-rows", type=int, default=256, help="most sampled rows in one batched call")
+    s.add_argument("--no-batching", action="store_true", help="sample every request on its own")
     s.add_argument("--sweep", action="append", help="a sweep.csv (llmgan sweep/report) to plot on the page")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.add_argument("--threads", type=int, default=None)

@@ -29,6 +29,29 @@ class Sampling(Strict):
     user: str | None = Field(None, max_length=256, description="accepted for OpenAI compatibility; unused")
 
 
+class Filtered(BaseModel):
+    dropped: int = Field(description="samples the model's output filter dropped (never altered)")
+    by_reason: dict[str, int] = Field(description="dropped samples per reason: blocklist, regex, classifier:NAME")
+
+
+class Provenance(BaseModel):
+    """Where the samples came from: the fields of ``llmgan generate``'s sidecar, without server paths."""
+
+    format: Literal["llmgan-provenance"] = "llmgan-provenance"
+    version: int
+    run_id: str
+    checkpoint: str
+    checkpoint_sha256: str = Field(description="SHA-256 of the checkpoint's generator weights")
+    sampling: dict
+    seed: int | None
+    watermark_key_id: str | None = Field(description="the id of the server's watermark key (never the key)")
+    watermark: dict | None
+    filter_config_sha256: str | None
+    filter: Filtered | None
+    time: str
+    llmgan_version: str
+
+
 class StreamOptions(Strict):
     include_usage: bool = False
 
@@ -71,6 +94,8 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage
+    filtered: Filtered | None = Field(None, description="set when the model has an output filter")
+    provenance: Provenance
 
 
 class AssistantMessage(BaseModel):
@@ -91,6 +116,8 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    filtered: Filtered | None = None
+    provenance: Provenance
 
 
 # ----------------------------------------------------------------------------------------- our own API
@@ -100,20 +127,31 @@ class GenerateRequest(Sampling):
     z: list[list[float]] | None = Field(
         None, description="G(z) runs only: one latent code per sample, n rows of the run's latent size")
     score: bool = Field(True, description="add the run's discriminator score of each sample")
+    resample: Literal["sir", "rejection"] | None = Field(
+        None, description="correct G by its discriminator read as a density ratio (llmgan generate --resample): "
+                          "sampling-importance-resampling or rejection sampling among `candidates` per output")
+    candidates: int = Field(8, ge=1, description="resample: candidates per output (capped per model)")
+    ratio_from: Literal["d", "ebm"] = Field("d", description="resample: the run's discriminator (d) or its "
+                                                             "residual energy-based model (ebm)")
 
 
 class GeneratedSample(BaseModel):
     text: str
     tokens: int = Field(description="sampled tokens, the end token included")
     finish_reason: Literal["stop", "length"]
-    log_prob: float = Field(description="sum of the sampled tokens' log-probabilities under the sampling "
-                                        "distribution (temperature/top-k/top-p applied)")
+    log_prob: float | None = Field(description="sum of the sampled tokens' log-probabilities under the sampling "
+                                               "distribution (temperature/top-k/top-p applied); null when resampled")
+    log_ratio: float | None = Field(None, description="resample: the calibrated log density ratio of the sample")
     realness: float | None = Field(None, description="the discriminator's realness of the text, in [0, 1]")
 
 
 class GenerateResponse(BaseModel):
     model: str
     samples: list[GeneratedSample]
+    filtered: Filtered | None = Field(None, description="set when the model has an output filter")
+    resample: dict | None = Field(None, description="resample: acceptance rate or effective sample size, and the "
+                                                    "sampling cost (generator samples, ratio evaluations)")
+    provenance: Provenance
 
 
 class TextsRequest(Strict):
@@ -146,6 +184,7 @@ class Limits(BaseModel):
     max_n: int
     max_tokens: int
     max_texts: int
+    max_candidates: int
 
 
 class ModelCard(BaseModel):
@@ -162,6 +201,9 @@ class ModelCard(BaseModel):
     detector: dict | None = Field(None, description="the detector's calibration (threshold, AUROC, ...)")
     latent_dim: int
     limits: Limits
+    resample: list[str] = Field(description="ratio sources /v1/generate's resample can use (d, ebm)")
+    watermark_key_id: str | None = Field(description="samples carry the server's watermark with this key id")
+    filter_config_sha256: str | None = Field(description="samples pass this output filter config")
     metrics: dict[str, float] = Field(description="the last evaluation's numbers in metrics.jsonl")
 
 
