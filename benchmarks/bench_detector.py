@@ -41,6 +41,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=1000, help="texts per class per AUROC")
     ap.add_argument("--rounds", type=int, default=6, help="rounds of the frozen-D GAD run")
     ap.add_argument("--d-pretrain", type=int, default=5, help="D warm-up refreshes of the frozen-D GAD run")
+    ap.add_argument("--frozen", choices=("train", "reuse", "only"), default="train",
+                    help="the frozen-D GAD run: train it (then evaluate), reuse the one in --runs, or only train it "
+                    "(it needs only plain_s0_warmup, so it can start while the radioactivity script still runs)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
@@ -55,15 +58,29 @@ def main() -> int:
 
     t0 = time.time()
     r = lambda name: os.path.join(args.runs, name)  # noqa: E731
-    need = ["plain_s0_warmup", "plain_s0_sft", "plain_s0_gad", "watermarked_s0_sft", "watermarked_s0_gad"]
-    missing = [n for n in need if not os.path.isfile(os.path.join(r(n), "config.yaml"))]
+    need = ["plain_s0_warmup"] + ([] if args.frozen == "only" else
+                                  ["plain_s0_sft", "plain_s0_gad", "watermarked_s0_sft", "watermarked_s0_gad"])
+    def finished(name: str) -> bool:  # the engine's last evaluation is logged once the run has ended
+        path = os.path.join(r(name), "metrics.jsonl")
+        return os.path.isfile(path) and '"phase": "final"' in open(path, encoding="utf-8").read()
+
+    missing = [n for n in need if not finished(n)]
     if missing:
         sys.exit(f"bench_detector: {args.runs} lacks {missing}: run benchmarks/bench_radioactivity_adv.py first")
     frozen = r("plain_s0_gad_frozen")
-    sets = common_sets(os.path.join(args.runs, "teacher_plain_s0.txt"), args.threads, 0)
-    sets += [f"train.init_from={r('plain_s0_warmup')}"] + gad_sets(args.rounds)
-    sets += ["adversarial.d_steps=0", f"adversarial.d_pretrain_steps={args.d_pretrain}"]
-    wall_frozen = train("gad_oracle", frozen, sets)
+    meta = os.path.join(frozen, "bench.json")
+    if args.frozen == "reuse":
+        m = json.load(open(meta, encoding="utf-8"))
+        wall_frozen, args.rounds, args.d_pretrain = m["wall_s"], m["rounds"], m["d_pretrain"]
+    else:
+        sets = common_sets(os.path.join(args.runs, "teacher_plain_s0.txt"), args.threads, 0)
+        sets += [f"train.init_from={r('plain_s0_warmup')}"] + gad_sets(args.rounds)
+        sets += ["adversarial.d_steps=0", f"adversarial.d_pretrain_steps={args.d_pretrain}"]
+        wall_frozen = train("gad_oracle", frozen, sets)
+        with open(meta, "w", encoding="utf-8") as f:
+            json.dump({"wall_s": wall_frozen, "rounds": args.rounds, "d_pretrain": args.d_pretrain}, f)
+        if args.frozen == "only":
+            return 0
 
     oracle = load_seqgan_oracle()
     with torch.no_grad():
