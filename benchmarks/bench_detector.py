@@ -44,6 +44,8 @@ def main() -> int:
     ap.add_argument("--frozen", choices=("train", "reuse", "only"), default="train",
                     help="the frozen-D GAD run: train it (then evaluate), reuse the one in --runs, or only train it "
                     "(it needs only plain_s0_warmup, so it can start while the radioactivity script still runs)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for the frozen-D GAD run (adversarial.d_lr=0.001)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
@@ -71,14 +73,15 @@ def main() -> int:
     meta = os.path.join(frozen, "bench.json")
     if args.frozen == "reuse":
         m = json.load(open(meta, encoding="utf-8"))
-        wall_frozen, args.rounds, args.d_pretrain = m["wall_s"], m["rounds"], m["d_pretrain"]
+        wall_frozen, args.rounds, args.d_pretrain, args.set = m["wall_s"], m["rounds"], m["d_pretrain"], m["set"]
     else:
         sets = common_sets(os.path.join(args.runs, "teacher_plain_s0.txt"), args.threads, 0)
         sets += [f"train.init_from={r('plain_s0_warmup')}"] + gad_sets(args.rounds)
-        sets += ["adversarial.d_steps=0", f"adversarial.d_pretrain_steps={args.d_pretrain}"]
+        sets += ["adversarial.d_steps=0", f"adversarial.d_pretrain_steps={args.d_pretrain}", *args.set]
         wall_frozen = train("gad_oracle", frozen, sets)
         with open(meta, "w", encoding="utf-8") as f:
-            json.dump({"wall_s": wall_frozen, "rounds": args.rounds, "d_pretrain": args.d_pretrain}, f)
+            json.dump({"wall_s": wall_frozen, "rounds": args.rounds, "d_pretrain": args.d_pretrain,
+                       "set": args.set}, f)
         if args.frozen == "only":
             return 0
 
@@ -128,7 +131,8 @@ def main() -> int:
         "Each cell is the AUROC of the detector's p_human (`llmgan.detect.Detector`, as `llmgan detect --real "
         "--fake`; 0.5 = chance, 1 = perfect). Generators and online Ds are the seed-0 runs of "
         "benchmarks/bench_radioactivity_adv.py (an LSTM warmed up by MLE on oracle samples, then SFT or GAD); "
-        f"the fixed D is GAD's D after {args.d_pretrain} warm-up refreshes (1,000 samples each) against the MLE "
+        f"the fixed D is GAD's D after {args.d_pretrain} warm-up refreshes (1,000 samples each"
+        + (f"; {', '.join(args.set)}" if args.set else "") + ") against the MLE "
         f"warm-up, then frozen (`adversarial.d_steps=0`) while GAD trained a generator against it for "
         f"{args.rounds} rounds ({wall_frozen / 60:.1f} min). The watermarked-teacher runs trained on a "
         "different set (the oracle's watermarked samples): for their own D, oracle text is not what it knew "
@@ -141,15 +145,22 @@ def main() -> int:
     before, after = table[(fd, "MLE warm-up", 1.0)], table[(fd, "GAD vs the fixed D", 1.0)]
     online = table[(fd, "GAD, online D", 1.0)]
     temps = [table[(fd, "MLE warm-up", T)] for T in TEMPERATURES]
-    body += ["", f"Reading (one seed; with {args.n} texts per class the AUROC's standard error is about 0.01-0.015): "
-             f"the fixed detector scores {before:.3f} on the generator it was trained against (T 1.0); a generator "
-             f"trained by GAD against it for {args.rounds} rounds brings that to {after:.3f} "
-             f"({after - before:+.3f}), and the GAD generator trained against its own, moving D gives "
-             f"{online:.3f}. Across temperatures the same detector scores "
+    def se(a: float, n: int) -> float:
+        """Hanley & McNeil's (1982) standard error of an AUROC with n texts per class."""
+        q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+        return float(((a * (1 - a) + (n - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a)) / (n * n)) ** 0.5)
+
+    easiest = max(TEMPERATURES, key=lambda T: table[(fd, "MLE warm-up", T)])
+    hardest = min(TEMPERATURES, key=lambda T: table[(fd, "MLE warm-up", T)])
+    body += ["", f"Reading (one seed; standard errors by Hanley & McNeil with {args.n} texts per class): the fixed "
+             f"detector scores {before:.3f} (± {se(before, args.n):.3f}) on the generator it was trained against "
+             f"(T 1.0); the generator GAD trained against it for {args.rounds} rounds brings that to {after:.3f} "
+             f"(± {se(after, args.n):.3f}; {after - before:+.3f}), and the GAD generator trained against its own, "
+             f"moving D gives {online:.3f}. Across temperatures the same detector on the same generator scores "
              + ", ".join(f"{a:.3f} at T {T}" for a, T in zip(temps, TEMPERATURES))
-             + ": text sampled off the temperature a detector was trained at can be easier or harder for it "
-             "than its own training distribution, so a single AUROC says little about a detector deployed "
-             "against other generators.", "", f"(This took {minutes:.1f} min.)"]
+             + f" (easiest at T {easiest}, hardest at T {hardest}): a detector's AUROC on its own generator at "
+             "its own temperature says little about it against other settings.", "",
+             f"(This took {minutes:.1f} min, the frozen-D run included when trained here.)"]
     update_section("detector-robustness", "\n".join(body))
     return 0
 

@@ -77,6 +77,10 @@ def main() -> int:
     ap.add_argument("--resamples", type=int, default=3, help="extra sampling draws per student (noise of z)")
     ap.add_argument("--render", action="store_true", help="score the runs already in --out and write the section "
                     "(no training; their settings come from --out/radioactivity_adv.json)")
+    ap.add_argument("--retrain-gad", default=None, metavar="TEACHER",
+                    help="retrain only the GAD arm of this teacher (watermarked|plain) with --set overrides "
+                    "(its wall time and overrides go to RUN/bench.json, which --render reads)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for --retrain-gad")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
     import numpy as np
@@ -126,11 +130,27 @@ def main() -> int:
         with open(meta_path, "w", encoding="utf-8") as f:
             json.dump({"command": command(), "args": vars(args), "minutes": (time.time() - t0) / 60,
                        "walls": walls}, f, indent=1)
+    if args.retrain_gad:
+        m = json.load(open(meta_path, encoding="utf-8"))["args"]
+        for seed in [int(x) for x in m["seeds"].split(",") if x]:
+            name = f"{args.retrain_gad}_s{seed}"
+            base = common_sets(os.path.join(args.out, f"teacher_{name}.txt"), args.threads, seed)
+            gad = os.path.join(args.out, f"{name}_gad")
+            wall = train("gad_oracle", gad, base + [f"train.init_from={os.path.join(args.out, name + '_warmup')}"]
+                         + gad_sets(m["rounds"]) + args.set)
+            with open(os.path.join(gad, "bench.json"), "w", encoding="utf-8") as f:
+                json.dump({"wall_s": wall, "set": args.set, "command": command()}, f)
+        return 0
     if not os.path.isfile(meta_path):
         sys.exit(f"--render: {meta_path} not found (train first, without --render)")
     meta = json.load(open(meta_path, encoding="utf-8"))
     a = argparse.Namespace(**meta["args"])  # the settings the runs were trained with
     seeds = [int(s) for s in a.seeds.split(",") if s]
+    for name in list(meta["walls"]):  # an arm retrained with --retrain-gad: its own wall time and overrides
+        side = os.path.join(args.out, name, "bench.json")
+        if os.path.isfile(side):
+            meta["walls"][name] = json.load(open(side, encoding="utf-8"))["wall_s"]
+            meta.setdefault("retrained", {})[name] = json.load(open(side, encoding="utf-8"))
     results: list[dict] = []
     for seed in seeds:
         for teacher in ("watermarked", "plain"):
@@ -168,7 +188,10 @@ def main() -> int:
         "discriminator's logit, KL 0.001 to the warm-up, D trained online by Bradley-Terry on teacher vs "
         "student samples, never given the key; CNN with filter widths 1-3, 64 each): 3 D warm-up refreshes of "
         f"1,000 samples, then {a.rounds} rounds of 512 samples (64 groups of 8). The two arms took about the "
-        f"same wall time (last column). Each student then samples {a.n_eval} texts WITHOUT the watermark, "
+        f"same wall time (last column)"
+        + ("".join(f"; `{name}` was retrained by `{r['command']}` (a D that learns: the preset's D settings stayed "
+                   "at chance here)" for name, r in meta.get("retrained", {}).items()))
+        + f". Each student then samples {a.n_eval} texts WITHOUT the watermark, "
         f"scored with the key (repeated pairs once); {args.resamples} more draws of {a.n_eval} from the same "
         "student give the sampling noise of its corpus z (last-but-one column).", "",
         f"Seeds: {', '.join(map(str, seeds))}" + (" (mean ± sample std over seeds)." if len(seeds) > 1 else "."), "",
@@ -191,6 +214,17 @@ def main() -> int:
     diff = [g - s for g, s in zip(gz, sz)]
     verdict = ("more" if min(diff) > 2 * noise else "less" if max(diff) < -2 * noise
                else "about as much (within twice the sampling noise)")
+    def d_acc(run_name: str) -> tuple[float, float]:
+        """GAD's D: pair accuracy after its warm-up, and its mean over the adversarial rounds (metrics.jsonl)."""
+        recs = [json.loads(line) for line in open(os.path.join(args.out, run_name, "metrics.jsonl"), encoding="utf-8")]
+        pre = [r["d_pair_acc"] for r in recs if r.get("phase") == "d_pretrain" and "d_pair_acc" in r]
+        adv = [r["d_pair_acc"] for r in recs if r.get("phase") == "adversarial" and "d_pair_acc" in r]
+        return (pre[-1] if pre else float("nan")), (float(np.mean(adv)) if adv else float("nan"))
+
+    accs = {f"{t}_s{sd}_gad": d_acc(f"{t}_s{sd}_gad") for sd in seeds for t in ("watermarked", "plain")}
+    body += ["", "GAD's discriminator, pair accuracy (teacher sample ranked above student sample; 0.5 = chance) "
+             "after its warm-up / mean over the rounds: "
+             + "; ".join(f"{k}: {a:.3f} / {b:.3f}" for k, (a, b) in accs.items()) + "."]
     body += ["", f"Reading: from the same warm-up (corpus z {fmt(wz, 1)}) both students move further from the "
              f"null; the GAD student carries {verdict} of the watermark as the SFT one (corpus z {fmt(gz, 1)} vs "
              f"{fmt(sz, 1)}; per seed GAD minus SFT: {', '.join(f'{d:+.1f}' for d in diff)}; the sampling noise of "
@@ -198,7 +232,10 @@ def main() -> int:
              f"({', '.join(f'{v:.1f}' for v in cz)}; z is standard normal without a watermark). "
              + ("With one training seed the seed-to-seed spread of training is NOT measured: the sampling noise "
                 "above is a lower bound on the real uncertainty. " if len(seeds) == 1 else "")
-             + "Per text the signal stays weak for every student.", "",
+             + "Per text the signal stays weak for every student. Where GAD's D is near chance (above), its "
+             "reward carries no information about the teacher, so the GAD phase is a noisy policy-gradient walk "
+             "held near the warm-up by the KL term: this measures GAD at this budget, not a GAD whose D has "
+             "learned to tell teacher from student.", "",
              f"(Training took {meta['minutes']:.1f} min; scoring {(time.time() - t0) / 60:.1f} min.)"]
     update_section("watermark-radioactivity-adversarial", "\n".join(body))
     return 0
