@@ -101,7 +101,8 @@ def main() -> int:
              f"corpus level (z {wz:.1f} vs {cz:.1f} for the control over {args.n_eval} texts); per text it is weak "
              f"({rows[1][3]:.1%} vs {rows[3][3]:.1%} flagged at 1% FPR)."]
     body += ["", "The adversarially trained student (GAD against a D that never saw the key) beside an SFT one "
-             "on the same budget: the next section (benchmarks/bench_radioactivity_adv.py).",
+             "on the same budget: section \"Watermark radioactivity: adversarial (GAD) vs SFT students\" "
+             "(benchmarks/bench_radioactivity_adv.py).",
              "", f"(This took {minutes:.1f} min on a machine shared with other work.)"]
     update_section("watermark-radioactivity", "\n".join(body))
     return 0
