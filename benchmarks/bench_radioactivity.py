@@ -100,8 +100,9 @@ def main() -> int:
              f"{'carries' if wz - cz > 4 else 'does not carry'} the watermark into its own plain sampling at "
              f"corpus level (z {wz:.1f} vs {cz:.1f} for the control over {args.n_eval} texts); per text it is weak "
              f"({rows[1][3]:.1%} vs {rows[3][3]:.1%} flagged at 1% FPR)."]
-    body += ["", "Not measured yet: an adversarially trained student (GAD / SeqGAN against a D that never saw "
-             "the key) next to the SFT one, and the trained-D-as-detector robustness table.",
+    body += ["", "The adversarially trained student (GAD against a D that never saw the key) beside an SFT one "
+             "on the same budget: section \"Watermark radioactivity: adversarial (GAD) vs SFT students\" "
+             "(benchmarks/bench_radioactivity_adv.py).",
              "", f"(This took {minutes:.1f} min on a machine shared with other work.)"]
     update_section("watermark-radioactivity", "\n".join(body))
     return 0

@@ -7,10 +7,11 @@ import json
 import logging
 import os
 
+import numpy as np
 import pytest
 
 from llmgan.cli import main
-from llmgan.errors import ConfigError
+from llmgan.errors import ConfigError, LLMGanError
 from llmgan.filters import OutputFilter, load_filter
 from llmgan.models.watermark import Watermark, load_key
 from llmgan.run import load_run
@@ -74,3 +75,61 @@ def test_generate_filters_and_writes_provenance(word_run, tmp_path, capsys):  # 
     assert side["filter_config_sha256"] == hashlib.sha256(cfg.read_bytes()).hexdigest()
     assert side["file_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert side["llmgan_version"] and side["time"].endswith("Z")
+
+
+@pytest.fixture(scope="module")
+def d_run(tmp_path_factory):
+    """test_detect's tiny MLE run with a briefly trained CNN discriminator, and 64 of its generator's texts."""
+    from test_detect import _run_with_d
+
+    return _run_with_d(tmp_path_factory.mktemp("dfilter"), "vanilla", n_fake_texts=64)
+
+
+def test_discriminator_filter_blocks_what_the_run_d_rejects(d_run, caplog):
+    from llmgan.detect import Detector
+
+    run_dir, lines, fakes, tmp = d_run
+    human, generated = lines[:32], [t for t in fakes if t][:32]
+    texts = human + generated
+    p = Detector(load_run(run_dir)).p_human(texts)
+    bar = float(np.median(p))  # about half should go, so both "blocks" and "keeps" are exercised
+    cfg = tmp / "dfilter.json"
+    cfg.write_text(json.dumps({"blocklist": ["zebra"], "discriminator": {"run": run_dir, "min_p_human": bar}}))
+    flt = load_filter(str(cfg))
+    with caplog.at_level(logging.WARNING, logger="llmgan.filters"):
+        res = flt.apply([*texts, "the zebra sat"])
+    blocked = dict(res.dropped)
+    assert set(blocked) == {i for i in range(len(texts)) if p[i] < bar} | {len(texts)}
+    assert 0 < len(res.kept) < len(texts) and res.kept == sorted(res.kept)
+    assert blocked[len(texts)] == "blocklist 'zebra'"  # an earlier rule's reason wins; D never sees it
+    # D learned something: it rejects more generated texts than human ones at this bar
+    assert sum(i >= len(human) for i in blocked if i < len(texts)) > sum(i < len(human) for i in blocked)
+    for i, why in blocked.items():
+        if i < len(texts):
+            assert why == f"classifier:discriminator (p_human {p[i]:.3f} < {bar:g})"
+    assert res.counts == {"blocklist": 1, "classifier:discriminator": len(blocked) - 1}
+    logged = [r.getMessage() for r in caplog.records if r.name == "llmgan.filters"]
+    assert len(logged) == len(blocked) and all("filter dropped sample" in m for m in logged)
+    assert any("classifier:discriminator (p_human" in m for m in logged)
+
+
+def test_discriminator_filter_in_generate(d_run, word_run, tmp_path, capsys):  # noqa: F811
+    from llmgan.detect import Detector
+
+    run_dir = d_run[0]
+    cfg = tmp_path / "dfilter.yaml"
+    cfg.write_text(f"discriminator: {{run: {run_dir}, min_p_human: 0.5}}\n")
+    out = tmp_path / "gen.txt"
+    capsys.readouterr()
+    assert main(["generate", run_dir, "-n", "40", "--seed", "1", "--out", str(out), "--filter-config", str(cfg),
+                 "--device", "cpu"]) == 0
+    side = json.loads((tmp_path / "gen.txt.provenance.json").read_text())
+    lines = out.read_text().splitlines()
+    dropped = side["filter"]["dropped"]
+    assert side["filter"]["by_reason"] == ({"classifier:discriminator": dropped} if dropped else {})
+    assert 0 < dropped < 40 and len(lines) == 40 - dropped and f"dropped {dropped} of 40" in capsys.readouterr().err
+    assert (Detector(load_run(run_dir)).p_human(lines) >= 0.5).all()  # nothing D rejects got through
+    # an MLE-only run has no D to filter with: one line, at load time, before anything is generated
+    (tmp_path / "nod.yaml").write_text(f"discriminator: {{run: {word_run}}}\n")
+    with pytest.raises(LLMGanError, match=r"^[^\n]*: this run has no discriminator \(an MLE-only run\?\)$"):
+        load_filter(str(tmp_path / "nod.yaml"))

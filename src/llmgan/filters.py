@@ -48,7 +48,8 @@ class OutputFilter:
     blocklist: Sequence[str] = ()
     regex: Sequence[str] = ()
     case_sensitive: bool = False
-    classifiers: dict[str, Callable[[Sequence[str]], Sequence[bool]]] = field(default_factory=dict)
+    # name -> batch verdicts: True (block), False/"" (keep), or a non-empty string (block; it says why)
+    classifiers: dict[str, Callable[[Sequence[str]], Sequence[bool | str]]] = field(default_factory=dict)
     config_hash: str | None = None  # sha256 of the config file it came from
 
     def __post_init__(self) -> None:
@@ -87,8 +88,9 @@ class OutputFilter:
             if len(verdict) != len(rest):
                 raise ConfigError(f"filter classifier {name}: returned {len(verdict)} verdicts for {len(rest)} texts")
             for i, blocked in zip(rest, verdict):
-                if blocked:
-                    reasons[i] = f"classifier:{name}"
+                if blocked:  # the kind comes first: FilterResult.counts keys on it
+                    detail = f" ({blocked})" if isinstance(blocked, str) else ""
+                    reasons[i] = f"classifier:{name}{detail}"
             rest = [i for i in rest if i not in reasons]
         for i in sorted(reasons):
             log.warning("filter dropped sample %d: %s", i, reasons[i])
@@ -102,7 +104,13 @@ def discriminator_classifier(run_dir: str, min_p_human: float, device: str = "cp
     from llmgan.run import load_run
 
     det = Detector(load_run(run_dir, device=device))
-    return lambda texts: [float(p) < min_p_human for p in det.p_human(list(texts))]
+
+    def verdicts(texts: Sequence[str]) -> list[str | bool]:
+        # the score goes into the logged reason: an operator sees how far below the bar a sample was
+        return [f"p_human {float(p):.3f} < {min_p_human:g}" if float(p) < min_p_human else False
+                for p in det.p_human(list(texts))]
+
+    return verdicts
 
 
 def load_filter(path: str, device: str = "cpu") -> OutputFilter:
