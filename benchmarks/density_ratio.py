@@ -28,6 +28,9 @@ and writes the section ``density-ratio`` of docs/benchmarks.md: the frontier-gap
 :mod:`llmgan.frontier` against MLE seed 0 (rows ``mle_s0``.. of the CSV; seed band from ``mle_s1``..)
 and the sampling cost.
 
+``--from-csv A.csv,B.csv``: the rows of earlier invocations (``--out`` files) instead of sampling, e.g. one
+invocation per run while others train, then one ``--from-csv ... --write``.
+
 ``--coco``: trains (if absent) an MLE LSTM on the COCO captions and a residual EBM (NCE) on it, then the
 same sweep scored on text: BLEU-4 (against the test file), Self-BLEU-4, and test NLL (plain: the
 tempered G; resampled: the corrected model's importance-sampled estimate). Skipped with one line when
@@ -266,6 +269,26 @@ def _cpu() -> str:
     return platform.processor() or "unknown"
 
 
+def read_rows(paths: list[str]) -> list[dict]:
+    """Rows of earlier ``--out`` CSVs, numbers as numbers (empty cells as None)."""
+    rows = []
+    for path in paths:
+        with open(path, newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                out: dict = {}
+                for k, v in r.items():
+                    if v == "":
+                        out[k] = None
+                    elif k in ("run", "algorithm", "method", "ratio_from"):
+                        out[k] = v
+                    elif k in ("candidates", "n_samples", "seed"):
+                        out[k] = int(float(v))
+                    else:
+                        out[k] = float(v)
+                rows.append(out)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="*")
@@ -279,6 +302,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "density_ratio_frontier.csv"))
+    p.add_argument("--from-csv", default="", help="comma-separated --out CSVs of earlier invocations to report")
     p.add_argument("--coco", action="store_true", help="the COCO part (trains its own MLE and residual EBM runs)")
     p.add_argument("--data", default=COCO)
     p.add_argument("--coco-out", default=os.path.join(ROOT, "runs", "density_ratio", "coco"))
@@ -298,18 +322,21 @@ def main() -> None:
             return
         ebm = train_coco(a.data, a.coco_out, a.mle_epochs, a.ebm_rounds, a.d_samples, a.seed, a.device)
         rows = text_rows(ebm, temps, ks, a.rejection, "ebm", a.n_samples, a.n_proposal, a.seed, device=a.device)
+    elif a.from_csv:
+        rows = read_rows(a.from_csv.split(","))
     else:
         if not a.runs:
-            p.error("give oracle RUN directories, or --coco")
+            p.error("give oracle RUN directories, --from-csv, or --coco")
         rows = [r for run in a.runs for r in frontier_rows(run, temps, ks, a.rejection, a.ratio_from, a.n_samples,
                                                            a.n_proposal, a.seed, device=a.device)]
     wall_min = (time.perf_counter() - t0) / 60
     out = a.out if not a.coco else os.path.join(a.coco_out, "density_ratio_coco.csv")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    if not a.from_csv:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
     table = markdown(rows, text=a.coco)
     print(table)
     print(cost_markdown(rows))
@@ -318,7 +345,8 @@ def main() -> None:
     from _doc import command, machine, update_section
 
     where = (f"Command: `{command()}`; machine: {machine()}, CPU {_cpu()}, **machine shared** with other jobs "
-             f"(wall times are noisy); {wall_min:.1f} min in all.")
+             f"(wall times are noisy); " + (f"{wall_min:.1f} min in all." if not a.from_csv else
+             "the tables are the rows of earlier invocations (their commands are below), not re-sampled."))
     if a.coco:
         update_section("density-ratio-coco", "## Density-ratio sampling on COCO captions\n\n" + where + "\n\n"
                        + (a.note + "\n\n" if a.note else "") + table + "\n\nSampling cost:\n\n" + cost_markdown(rows))
