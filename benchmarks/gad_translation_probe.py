@@ -96,8 +96,14 @@ def run_arm(name: str, over: dict, sft: str, data: str, out: str, rounds: int, e
                          "wall_s": time.perf_counter() - t0})
         return m
 
-    tr.evaluate = evaluate
-    rows.append({"arm": name, "round": 0, **_score(tr)})
+    save = tr.save
+
+    def save_and_score(*args, **kw):  # G is built inside run(): score the SFT start at the first D warm-up save
+        if not rows and tr.state.get("phase") == "d_pretrain":
+            rows.append({"arm": name, "round": 0, **_score(tr), "wall_s": time.perf_counter() - t0})
+        return save(*args, **kw)
+
+    tr.evaluate, tr.save = evaluate, save_and_score
     tr.run()
     recs = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8")]
     by_round = {r["round"]: r for r in recs if r.get("phase") == "adversarial"}

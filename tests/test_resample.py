@@ -339,16 +339,15 @@ def test_distillation_benchmark_runs_every_arm_at_toy_size(tmp_path):
     assert rows[3]["coverage_se"] > 0
 
 
-def test_density_ratio_benchmark_coco_part_and_frontier_csv_at_toy_size(tmp_path):
-    # benchmarks/density_ratio.py --coco at toy size (MLE + residual EBM trained, BLEU/Self-BLEU/test NLL of
-    # plain vs resampled), then the oracle rows merged into a frontier CSV: same-named rows replaced,
-    # every other row kept, gaps against mle_s0's curve
+def test_density_ratio_benchmark_coco_part_at_toy_size(tmp_path):
+    # benchmarks/density_ratio.py --coco at toy size: MLE + residual EBM trained, BLEU-4 / Self-BLEU-4 /
+    # test NLL of plain vs resampled samples
     import math
     import random
     import sys
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
-    from density_ratio import frontier_name, text_rows, train_coco, write_frontier
+    from density_ratio import text_rows, train_coco
 
     rng = random.Random(0)
     words = "the a cat dog sat ran on in mat park big small red".split()
@@ -363,6 +362,15 @@ def test_density_ratio_benchmark_coco_part_and_frontier_csv_at_toy_size(tmp_path
     assert all(0 <= r["bleu_4"] <= 1 and 0 <= r["self_bleu_4"] <= 1 for r in rows if r["n_samples"] >= 2)
     assert rows[1]["cost"] == 4.0 and rows[1]["test_nll_se"] > 0 and math.isfinite(rows[1]["test_nll"])
     assert all(r["wall_s"] >= 0 for r in rows)
+
+
+def test_density_ratio_points_merge_into_the_frontier_csv(tmp_path):
+    # the oracle rows merged into a frontier CSV: same-named rows replaced, every other row kept, plain rows
+    # left out (they are the MLE run's own), gaps against mle_s0's curve with MLE seed 1 as the noise band
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from density_ratio import frontier_name, write_frontier
 
     path = tmp_path / "frontier.csv"
     mle = [{"run": f"mle_s{s}", "algorithm": "mle", "seed": s, "temperature": t, "oracle_nll": 9.0 + t + 0.01 * s,
