@@ -61,7 +61,7 @@ COLUMNS = ["run", "algorithm", "seed", "temperature", "oracle_nll", "test_nll", 
 
 def _sweep(run, temperatures: list[float], candidates: list[int], rejection: int, ratio, n_samples: int,
            n_proposal: int, seed: int, score: Callable[[torch.Tensor, torch.Tensor], dict], base: str,
-           common: dict) -> list[dict]:
+           common: dict, on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Plain / SIR / rejection samples per temperature, each row scored by ``score(tokens, lengths)``,
     with the corrected model's NLL_test (importance-sampled) on the resampled rows."""
     from llmgan.metrics.density_ratio import residual_nll, sequence_nll
@@ -81,12 +81,18 @@ def _sweep(run, temperatures: list[float], candidates: list[int], rejection: int
     test_lengths = test.lengths.clamp(max=run.max_len)
     energy = -ratio.log_ratio(test_tokens)  # E = -log r of the held-out sequences (T-independent)
     rows: list[dict] = []
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        if on_row is not None:  # written as it comes: a slow machine's partial sweep is still on disk
+            on_row(row)
+
     for temp in temperatures:
         t0 = time.perf_counter()
         plain, plain_len = sample_tokens(run.generator, n_samples, run.max_len, temperature=temp,
                                          rng=torch.Generator(device=dev).manual_seed(seed))
         wall = time.perf_counter() - t0
-        rows.append({**common, "algorithm": base, "temperature": temp, "method": "plain", "candidates": 1,
+        add({**common, "algorithm": base, "temperature": temp, "method": "plain", "candidates": 1,
                      **score(plain, plain_len), "test_nll": temperature_nll(run.generator, test, temp),
                      "test_nll_se": 0.0, "cost": 1.0, "wall_s": wall})
         proposal, _ = sample_tokens(run.generator, n_proposal, run.max_len, temperature=temp,
@@ -107,7 +113,7 @@ def _sweep(run, temperatures: list[float], candidates: list[int], rejection: int
                    "n_samples": st["n_out"]}
             # a rejection run whose budget ran out before 2 outputs has nothing to score
             row.update(score(res.tokens, res.lengths) if st["n_out"] >= 2 else {})
-            rows.append(row)
+            add(row)
     return rows
 
 
@@ -121,7 +127,8 @@ def _ratio(run, ratio_from: str, n_calibration: int, seed: int):
 
 def frontier_rows(run_dir: str, temperatures: list[float], candidates: list[int], rejection: int = 0,
                   ratio_from: str = "d", n_samples: int = 10000, n_proposal: int = 10000, seed: int = 0,
-                  n_calibration: int = 500, device: str = "cpu") -> list[dict]:
+                  n_calibration: int = 500, device: str = "cpu", on_row: Callable[[dict], None] | None = None
+                  ) -> list[dict]:
     """The oracle rows of one run (module docstring)."""
     from llmgan.errors import ConfigError
     from llmgan.models.generators.oracle import oracle_nll
@@ -139,12 +146,14 @@ def frontier_rows(run_dir: str, temperatures: list[float], candidates: list[int]
     def score(tokens: torch.Tensor, lengths: torch.Tensor) -> dict:
         return {"oracle_nll": oracle_nll(run.oracle, tokens.to(run.generator.device))}
 
-    return _sweep(run, temperatures, candidates, rejection, ratio, n_samples, n_proposal, seed, score, base, common)
+    return _sweep(run, temperatures, candidates, rejection, ratio, n_samples, n_proposal, seed, score, base, common,
+                  on_row)
 
 
 def text_rows(run_dir: str, temperatures: list[float], candidates: list[int], rejection: int = 0,
               ratio_from: str = "ebm", n_samples: int = 1000, n_proposal: int = 10000, seed: int = 0,
-              n_calibration: int = 500, device: str = "cpu") -> list[dict]:
+              n_calibration: int = 500, device: str = "cpu", on_row: Callable[[dict], None] | None = None
+              ) -> list[dict]:
     """The rows of a text run: BLEU-4 / Self-BLEU-4 of the samples (``llmgan evaluate``'s definition)
     instead of NLL_oracle."""
     from llmgan.metrics import bleu, self_bleu
@@ -164,7 +173,8 @@ def text_rows(run_dir: str, temperatures: list[float], candidates: list[int], re
         gen = _token_strings(run, tokens, lengths, tok)
         return {"bleu_4": bleu(gen, refs, max_n=4)["bleu_4"], "self_bleu_4": self_bleu(gen, max_n=4)["self_bleu_4"]}
 
-    return _sweep(run, temperatures, candidates, rejection, ratio, n_samples, n_proposal, seed, score, base, common)
+    return _sweep(run, temperatures, candidates, rejection, ratio, n_samples, n_proposal, seed, score, base, common,
+                  on_row)
 
 
 def _f(v, fmt: str = "{:.3f}") -> str:
@@ -315,28 +325,38 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     temps = [float(x) for x in a.temperatures.split(",")]
     ks = [int(x) for x in a.candidates.split(",")]
+    if a.coco and not os.path.isfile(a.data):
+        print(f"density_ratio --coco: {a.data} not found (see ../shared/data/SOURCES.md); COCO part skipped")
+        return
     t0 = time.perf_counter()
+    out = a.out if not a.coco else os.path.join(a.coco_out, "density_ratio_coco.csv")
+    writer = None
+    if not a.from_csv:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        fh = open(out, "w", newline="", encoding="utf-8")  # noqa: SIM115 - open for the whole sweep
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+
+    def on_row(row: dict) -> None:
+        assert writer is not None
+        writer.writerow(row)
+        fh.flush()
+
     if a.coco:
-        if not os.path.isfile(a.data):
-            print(f"density_ratio --coco: {a.data} not found (see ../shared/data/SOURCES.md); COCO part skipped")
-            return
         ebm = train_coco(a.data, a.coco_out, a.mle_epochs, a.ebm_rounds, a.d_samples, a.seed, a.device)
-        rows = text_rows(ebm, temps, ks, a.rejection, "ebm", a.n_samples, a.n_proposal, a.seed, device=a.device)
+        rows = text_rows(ebm, temps, ks, a.rejection, "ebm", a.n_samples, a.n_proposal, a.seed, device=a.device,
+                         on_row=on_row)
     elif a.from_csv:
         rows = read_rows(a.from_csv.split(","))
     else:
         if not a.runs:
             p.error("give oracle RUN directories, --from-csv, or --coco")
         rows = [r for run in a.runs for r in frontier_rows(run, temps, ks, a.rejection, a.ratio_from, a.n_samples,
-                                                           a.n_proposal, a.seed, device=a.device)]
+                                                           a.n_proposal, a.seed, device=a.device,
+                                                           on_row=on_row)]
     wall_min = (time.perf_counter() - t0) / 60
-    out = a.out if not a.coco else os.path.join(a.coco_out, "density_ratio_coco.csv")
-    if not a.from_csv:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+    if writer is not None:
+        fh.close()
     table = markdown(rows, text=a.coco)
     print(table)
     print(cost_markdown(rows))
