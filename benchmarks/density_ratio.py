@@ -325,7 +325,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     temps = [float(x) for x in a.temperatures.split(",")]
     ks = [int(x) for x in a.candidates.split(",")]
-    if a.coco and not os.path.isfile(a.data):
+    if a.coco and not a.from_csv and not os.path.isfile(a.data):
         print(f"density_ratio --coco: {a.data} not found (see ../shared/data/SOURCES.md); COCO part skipped")
         return
     t0 = time.perf_counter()
@@ -342,12 +342,12 @@ def main() -> None:
         writer.writerow(row)
         fh.flush()
 
-    if a.coco:
+    if a.from_csv:  # with --coco: the rows of an earlier --coco invocation
+        rows = read_rows(a.from_csv.split(","))
+    elif a.coco:
         ebm = train_coco(a.data, a.coco_out, a.mle_epochs, a.ebm_rounds, a.d_samples, a.seed, a.device)
         rows = text_rows(ebm, temps, ks, a.rejection, "ebm", a.n_samples, a.n_proposal, a.seed, device=a.device,
                          on_row=on_row)
-    elif a.from_csv:
-        rows = read_rows(a.from_csv.split(","))
     else:
         if not a.runs:
             p.error("give oracle RUN directories, --from-csv, or --coco")
