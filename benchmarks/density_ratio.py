@@ -364,7 +364,8 @@ def main() -> None:
         return
     from _doc import command, machine, update_section
 
-    where = (f"Command: `{command()}`; machine: {machine()}, CPU {_cpu()}, **machine shared** with other jobs "
+    cmd = command().replace(a.note, "TEXT") if a.note else command()  # the note is printed below, not twice
+    where = (f"Command: `{cmd}`; machine: {machine()}, CPU {_cpu()}, **machine shared** with other jobs "
              f"(wall times are noisy); " + (f"{wall_min:.1f} min in all." if not a.from_csv else
              "the tables are the rows of earlier invocations (their commands are below), not re-sampled."))
     if a.coco:
