@@ -1,7 +1,7 @@
 """Why ``configs/gad_translation.yaml`` collapses from SFT (issue 11, part 5): the preset and one change
 at a time, from the same SFT model, round by round.
 
-    python benchmarks/gad_translation_probe.py [--n 20000] [--rounds 40] [--every 10] [--arms preset,lr,kl,safe]
+    python benchmarks/gad_translation_probe.py [--n 20000] [--rounds 40] [--every 10] [--arms preset,lr,kl,frozen]
         [--out runs/gad_probe] [--write]
 
 1. ``llmgan data make translation --n N`` (the preset's first step) into ``OUT/data``.
@@ -9,9 +9,8 @@ at a time, from the same SFT model, round by round.
 3. Each arm: the preset's adversarial phase from that SFT model (``train.init_from``), ``--rounds``
    rounds, scored every ``--every`` rounds on the first 200 test prompts: greedy BLEU-4 and BLEU-4 at
    T = 1, with the training signals of that round (reward std, share of zero-variance groups, KL,
-   D pair accuracy, response length). Arms: ``preset`` (as shipped), ``lr`` (only ``g_lr`` 1e-5),
-   ``kl`` (only ``kl_coef`` 0.1), ``frozen`` (``d_steps`` 0), ``safe`` (the values the preset now ships:
-   see its header).
+   D pair accuracy, response length). Arms: ``preset`` (as shipped: g_lr 5e-4, kl_coef 0.001),
+   ``lr`` (only ``g_lr`` 1e-5), ``kl`` (only ``kl_coef`` 0.1), ``frozen`` (``d_steps`` 0).
 
 ``--write``: section ``gad-translation-probe`` of docs/benchmarks.md.
 """
@@ -31,7 +30,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 PRESET = os.path.join(ROOT, "configs", "gad_translation.yaml")
 SIGNALS = ("reward_mean", "reward_std", "zero_var_groups", "kl", "d_pair_acc", "response_len")
-# one change at a time against the preset as it shipped before this probe (g_lr 5e-4, kl_coef 0.001)
+# one change at a time against the preset as it shipped when the collapse was reported (g_lr 5e-4, kl_coef 0.001)
 SHIPPED = {"g_lr": 5e-4, "params": {"kl_coef": 0.001}}
 ARMS = {
     "preset": {},
@@ -75,7 +74,7 @@ def run_arm(name: str, over: dict, sft: str, data: str, out: str, rounds: int, e
 
     raw = _preset()
     raw["data"].update(train=f"{data}/train.jsonl", valid=f"{data}/valid.jsonl", test=f"{data}/test.jsonl")
-    adv = _merge(_merge(raw["adversarial"], SHIPPED if name != "safe" else {}), over)
+    adv = _merge(_merge(raw["adversarial"], SHIPPED), over)
     adv.update(rounds=rounds, eval_every=every, checkpoint_every=10**6)
     raw.update(adversarial=adv, device="cpu", threads=1)
     raw["train"].update(init_from=sft, epochs=0, progress=False, checkpoint_every=10**6)
@@ -132,7 +131,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--every", type=int, default=10)
-    p.add_argument("--arms", default="preset,lr,kl,safe")
+    p.add_argument("--arms", default="preset,lr,kl,frozen")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "gad_probe"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--write", action="store_true")
