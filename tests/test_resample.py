@@ -339,6 +339,7 @@ def test_distillation_benchmark_runs_every_arm_at_toy_size(tmp_path):
     assert rows[3]["coverage_se"] > 0
 
 
+@pytest.mark.slow
 def test_density_ratio_benchmark_coco_part_at_toy_size(tmp_path):
     # benchmarks/density_ratio.py --coco at toy size: MLE + residual EBM trained, BLEU-4 / Self-BLEU-4 /
     # test NLL of plain vs resampled samples
