@@ -1,9 +1,13 @@
 """GAD in its own setting (issue 11): black-box distillation of a larger teacher into small students.
 
-    python benchmarks/distill.py [--data ../shared/data/image_coco.txt] [--teacher-layers 4]
-        [--teacher-epochs 20] [--n-teacher 10000] [--students gpt1,lstm] [--seqkd-epochs 20]
+    python benchmarks/distill.py [--data ../shared/data/image_coco.txt] [--data-lines N] [--teacher-layers 4]
+        [--teacher-dim 128] [--teacher-epochs 20] [--n-teacher 10000] [--students gpt1,lstm] [--seqkd-epochs 20]
         [--gad-rounds 200] [--ebm-rounds 10] [--candidates 8] [--temperatures 0.7,0.85,1.0,1.15]
+        [--n-samples 1000] [--n-proposal 2000] [--d-samples 512] [--max-len 32]
         [--seed 0] [--out runs/distill] [--device cpu] [--write]
+
+``--data-lines N`` trains the teacher on the first N lines of ``--data`` only (a cut for slow machines;
+the section says so). The data file missing: one line, nothing run.
 
 1. Teacher: a GPT (``--teacher-layers`` layers, d_model 128) trained by MLE on ``--data``.
 2. Its samples (temperature 1): ``--n-teacher`` to train on, as many held out.
@@ -31,6 +35,7 @@ import csv
 import json
 import os
 import sys
+import time
 
 import torch
 
@@ -193,10 +198,22 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _cpu() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=DATA)
+    p.add_argument("--data-lines", type=int, default=0, help="only the first N lines of --data (0: all)")
     p.add_argument("--teacher-layers", type=int, default=4)
+    p.add_argument("--teacher-dim", type=int, default=128)
     p.add_argument("--teacher-epochs", type=int, default=20)
     p.add_argument("--n-teacher", type=int, default=10000)
     p.add_argument("--students", default="gpt1,lstm")
@@ -206,6 +223,9 @@ def main() -> None:
     p.add_argument("--candidates", type=int, default=8)
     p.add_argument("--temperatures", default="0.7,0.85,1.0,1.15")
     p.add_argument("--n-samples", type=int, default=1000)
+    p.add_argument("--n-proposal", type=int, default=2000)
+    p.add_argument("--d-samples", type=int, default=512)
+    p.add_argument("--max-len", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
@@ -213,11 +233,24 @@ def main() -> None:
     p.add_argument("--write", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    rows = run_distillation(a.data, a.out, teacher_layers=a.teacher_layers, teacher_epochs=a.teacher_epochs,
+    if not os.path.isfile(a.data):
+        print(f"distill: {a.data} not found (see ../shared/data/SOURCES.md); nothing run")
+        return
+    t0 = time.perf_counter()
+    data = a.data
+    if a.data_lines > 0:
+        os.makedirs(a.out, exist_ok=True)
+        data = os.path.join(a.out, "data.txt")
+        with open(a.data, encoding="utf-8") as f:
+            lines = f.read().splitlines()[: a.data_lines]
+        with open(data, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+    rows = run_distillation(data, a.out, teacher_layers=a.teacher_layers, teacher_epochs=a.teacher_epochs,
                             n_teacher=a.n_teacher, students=a.students.split(","), seqkd_epochs=a.seqkd_epochs,
                             gad_rounds=a.gad_rounds, ebm_rounds=a.ebm_rounds, candidates=a.candidates,
                             temperatures=[float(x) for x in a.temperatures.split(",")], n_samples=a.n_samples,
-                            seed=a.seed, device=a.device)
+                            seed=a.seed, device=a.device, n_proposal=a.n_proposal, d_samples=a.d_samples,
+                            max_len=a.max_len, teacher_dim=a.teacher_dim)
     with open(os.path.join(a.out, "distill.csv"), "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
@@ -228,7 +261,8 @@ def main() -> None:
         from _doc import command, machine, update_section
 
         update_section("distill", "## GAD distillation: teacher -> small students\n\n"
-                       f"`{command()}` on {machine()}.\n\n" + table)
+                       f"Command: `{command()}`; machine: {machine()}, CPU {_cpu()}, **machine shared** with other "
+                       f"jobs; {(time.perf_counter() - t0) / 60:.1f} min in all.\n\n" + table)
 
 
 if __name__ == "__main__":

@@ -253,3 +253,34 @@ def test_algorithms_that_ignore_prompts_refuse_conditional_data(tmp_path, capsys
     assert main(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("llmgan: error:")]
     assert len(err) == 1 and f"{algorithm} does not condition on prompts" in err[0], err
+
+
+def test_d_pair_ties_count_the_responses_that_equal_their_reference(trainer, monkeypatch):
+    # from a near-perfect SFT model most of G's responses ARE the reference: those pairs cannot be ranked
+    # (Bradley-Terry's gradient is 0 there) and count as wrong in d_pair_acc; d_pair_ties says how many
+    from llmgan.algorithms.gad import same_rows
+    from llmgan.models.base import Samples
+
+    ctx, algo = trainer.adversarial.ctx, trainer.adversarial.algorithm
+    pad = ctx.pad_id
+    assert same_rows(torch.tensor([[1, 2, pad]]), torch.tensor([[1, 2]]), pad).tolist() == [True]  # widths differ
+    assert same_rows(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 2]]), pad).tolist() == [False]
+    pairs = ctx.real_pairs
+    refs: dict = {}
+
+    def real_pairs(n):
+        out = pairs(n)
+        refs["tokens"] = out[1]
+        return out
+
+    def sample(n, generator=None, **kw):  # G answers the first quarter of the prompts exactly, the rest wrongly
+        t = refs["tokens"][:n].clone()
+        t[n // 4:, 0] = (t[n // 4:, 0] + 1) % ctx.generator.vocab_size
+        return Samples(t, torch.zeros(t.shape), (t != pad).sum(1))
+
+    monkeypatch.setattr(ctx, "real_pairs", real_pairs)
+    monkeypatch.setattr(ctx, "sample", sample)
+    trainer.state["phase"] = "d_pretrain"
+    stats = algo.d_step(ctx)
+    assert stats["d_pair_ties"] == pytest.approx(0.25)
+    assert stats["d_pair_acc"] <= 0.75 + 1e-9  # a tied pair is never ranked right

@@ -337,3 +337,57 @@ def test_distillation_benchmark_runs_every_arm_at_toy_size(tmp_path):
     assert all(math.isfinite(r["teacher_nll"]) and math.isfinite(r["coverage_nll"]) for r in rows)
     assert "reward_mean" in rows[1] and "d_pair_acc" in rows[1] and "d_pair_acc" not in rows[2]
     assert rows[3]["coverage_se"] > 0
+
+
+@pytest.mark.slow
+def test_density_ratio_benchmark_coco_part_at_toy_size(tmp_path):
+    # benchmarks/density_ratio.py --coco at toy size: MLE + residual EBM trained, BLEU-4 / Self-BLEU-4 /
+    # test NLL of plain vs resampled samples
+    import math
+    import random
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from density_ratio import text_rows, train_coco
+
+    rng = random.Random(0)
+    words = "the a cat dog sat ran on in mat park big small red".split()
+    (tmp_path / "testdata").mkdir()
+    for name in ("image_coco.txt", "testdata/image_coco_test.txt"):
+        (tmp_path / name).write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 7)))
+                                               for _ in range(120)))
+    ebm = train_coco(str(tmp_path / "image_coco.txt"), str(tmp_path / "coco"), mle_epochs=1, ebm_rounds=1,
+                     d_samples=32, seed=0, device="cpu")
+    rows = text_rows(ebm, [1.0], [1, 4], rejection=4, n_samples=8, n_proposal=16, n_calibration=16)
+    assert [(r["method"], r["candidates"]) for r in rows] == [("plain", 1), ("sir", 4), ("rejection", 4)]
+    assert all(0 <= r["bleu_4"] <= 1 and 0 <= r["self_bleu_4"] <= 1 for r in rows if r["n_samples"] >= 2)
+    assert rows[1]["cost"] == 4.0 and rows[1]["test_nll_se"] > 0 and math.isfinite(rows[1]["test_nll"])
+    assert all(r["wall_s"] >= 0 for r in rows)
+
+
+def test_density_ratio_points_merge_into_the_frontier_csv(tmp_path):
+    # the oracle rows merged into a frontier CSV: same-named rows replaced, every other row kept, plain rows
+    # left out (they are the MLE run's own), gaps against mle_s0's curve with MLE seed 1 as the noise band
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from density_ratio import frontier_name, write_frontier
+
+    path = tmp_path / "frontier.csv"
+    mle = [{"run": f"mle_s{s}", "algorithm": "mle", "seed": s, "temperature": t, "oracle_nll": 9.0 + t + 0.01 * s,
+            "test_nll": 9.0 - t} for s in (0, 1) for t in (0.8, 1.0, 1.2)]
+    from llmgan import frontier
+
+    frontier.write_csv(mle + [{"run": "other", "algorithm": "x", "seed": 0, "temperature": 1.0, "oracle_nll": 1.0,
+                               "test_nll": 8.0}], str(path))
+    pts = [{"run": "ebm_s0", "algorithm": "mle+sir", "seed": 0, "temperature": 1.0, "method": m, "candidates": k,
+            "oracle_nll": 9.5, "test_nll": 8.1} for m, k in (("sir", 8), ("rejection", 64), ("plain", 1))]
+    for oracle in (9.5, 9.4):  # the second call replaces the first call's rows
+        _, points, noise, table = write_frontier([{**p, "oracle_nll": oracle} for p in pts], str(path))
+    back = frontier.read_csv(str(path))
+    assert sorted(r["run"] for r in back if r["run"].startswith("ebm")) == ["ebm_s0+rejection", "ebm_s0+sir_k8"]
+    assert [r["oracle_nll"] for r in back if r["run"] == "ebm_s0+sir_k8"] == [9.4]
+    assert sum(r["run"] == "other" for r in back) == 1 and sum(r["run"].startswith("mle") for r in back) == 6
+    assert frontier_name(pts[0]) == "ebm_s0+sir_k8" and noise == pytest.approx(0.01)
+    # MLE's curve at test_nll 8.1 is 9.0 + 0.9 = 9.9: the point is 0.5 below it
+    assert "| ebm_s0+sir_k8 | mle+sir | 0 | -0.500 |" in table

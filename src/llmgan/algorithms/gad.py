@@ -113,6 +113,14 @@ def k3_kl(log_p: Tensor, log_ref: Tensor) -> Tensor:
     return (torch.exp(d) - d - 1.0).clamp(-10.0, 10.0)
 
 
+def same_rows(a: Tensor, b: Tensor, pad: int) -> Tensor:
+    """(N,) bool: row i of a and of b hold the same sequence (right-padded with ``pad``, widths may differ)."""
+    w = max(a.size(1), b.size(1))
+    a = F.pad(a, (0, w - a.size(1)), value=pad)
+    b = F.pad(b, (0, w - b.size(1)), value=pad)
+    return (a == b).all(1)
+
+
 def bradley_terry_loss(real: Tensor, fake: Tensor) -> Tensor:
     """GAD's discriminator loss on paired scores: mean of ``-log sigmoid(D(real_i) - D(fake_i))``.
 
@@ -260,6 +268,7 @@ class GAD(Algorithm):
             real, _ = ctx.real_batch(fake.size(0))  # row i pairs with fake row i
         kind = self.d_kind
         T = real.size(1)
+        pad = ctx.pad_id if ctx.pad_id is not None else 0
         # real row i travels with its prompt (packed after the response): both sides read the same prompt
         real_rows = real if prompt is None else torch.cat([real, prompt], 1)
 
@@ -267,9 +276,12 @@ class GAD(Algorithm):
             kw = {} if prompt is None else {"prompt": r[:, T:]}
             lr, lf = D(r[:, :T], **kw).float(), D(f, **kw).float()
             ar, af = realness_logits(lr.detach(), kind), realness_logits(lf.detach(), kind)  # > 0 = judged real
-            # d_pair_acc: the pair is ranked right (what Bradley-Terry trains)
+            # d_pair_acc: the pair is ranked right (what Bradley-Terry trains). d_pair_ties: G's response IS
+            # the reference, so D cannot rank the pair (Bradley-Terry's gradient is 0 there, and the pair counts
+            # as wrong in d_pair_acc): from a near-perfect SFT model most pairs are ties, D learns from the
+            # few others and its reward among a group's distinct responses is mostly noise
             return d_loss(lr, lf, kind), (ar > 0).float().mean(), (af <= 0).float().mean(), \
-                {"d_pair_acc": (ar > af).float().mean()}
+                {"d_pair_acc": (ar > af).float().mean(), "d_pair_ties": same_rows(r[:, :T], f, pad).float().mean()}
 
         return train_discriminator(ctx, real_rows, fake, cfg.d_epochs, batch_loss=batch_loss, paired=True,
                                    clip=p.d_grad_clip)
