@@ -84,6 +84,7 @@ class _SubStep:
         adv = tr.adversarial
         self.algo_state = copy.deepcopy(adv.algorithm.state_dict()) if adv is not None else None
         self.metrics = dict(adv.ctx.metrics) if adv is not None else None
+        self.log_offset = tr.logger.offset()  # lines the sub-step logs are taken back with it
         self.saved: dict[int, tuple[torch.nn.Module, torch.optim.Optimizer, dict, dict]] = {}
 
     def before_update(self, module: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
@@ -110,6 +111,7 @@ class _SubStep:
         if tr.adversarial is not None:
             tr.adversarial.algorithm.load_state_dict(copy.deepcopy(self.algo_state), tr.device)
             tr.adversarial.ctx.metrics = dict(self.metrics or {})
+        tr.logger.truncate(self.log_offset)  # redone on resume: its lines must not appear twice
 
 
 class Trainer:
@@ -193,8 +195,11 @@ class Trainer:
                 if any(p.requires_grad for p in module.parameters()):
                     self.data_parallel.add(module)
         self.latest_checkpoint = latest
+        if latest is None:  # from scratch: lines left by an earlier attempt that never checkpointed go
+            self.logger.truncate(0)
         if latest is not None:
             self.state.update(self._load(latest))
+            self.logger.truncate(self.state.get("metrics_offset"))  # lines of work this resume redoes
             info(f"resumed from {latest} (phase {self.state['phase']}, step {self.global_step})")
             if self.state["phase"] == "done" and self.adversarial is None and self.state["epoch"] < cfg.train.epochs:
                 self.state["phase"] = "mle"  # a finished MLE run resumed with more epochs trains on
@@ -245,6 +250,8 @@ class Trainer:
         """Checkpoint everything; ``best``: this is the best validation NLL so far (kept from pruning)."""
         self.state["sched"] = self.g_sched.state_dict()
         self.state["loss_scale"] = self.scaler.state_dict(self.optimizers())
+        # a resume drops metrics.jsonl lines written after this point (kill -9: that work is redone)
+        self.state["metrics_offset"] = self.logger.offset()
         if self.adversarial is not None:
             self.state["algorithm"] = self.adversarial.algorithm.state_dict()
         models, optimizers = self.models(), self.optimizers()
