@@ -129,7 +129,14 @@ SIGTERM_POINTS = {
     "round_d_minibatch": lambda tr, n: tr.state["round"] == 1 and _pos(tr, "d") == 1 and n == 8 + 3,
     # the round's end: evaluation sampling after the updates (round counter already moved)
     "round_end_eval": lambda tr, n: _pos(tr, "steps_done") is True and n == 8 * 32 // 16 + 3,
+    # after the rollouts, while D scores them (8 sampling steps, 7 rollout batches, then scoring)
+    "rollout_scoring": lambda tr, n: _pos(tr, "g") == 0 and tr.state["round"] == 0 and n == 8 + 7 + 1,
+    # the evaluation's oracle NLL, after its 2 sampling batches of 1 + 8 points each
+    "eval_oracle_nll": lambda tr, n: tr.state["phase"] == "mle" and tr.state["epoch"] == 2 and n == 2 * 9 + 1,
 }
+# where the stop must be taken for the points added against long uninterruptible stretches at the
+# paper's sizes (docs/reliability.md, benchmarks/sigterm_latency.py): the function holding the point
+STOPPED_IN = {"rollout_scoring": ("score_completions", "_point_then"), "eval_oracle_nll": ("oracle_nll",)}
 
 
 def _pos(tr: Trainer, key: str):
@@ -152,7 +159,7 @@ class _Trigger:
             self.n += 1
             fire = not self.fired and self.tr._sub is not None and self.when(self.tr, self.n)
             if fire:
-                self.fired = True
+                self.fired, self.caller = True, sys._getframe(1).f_code.co_name
                 os.kill(os.getpid(), self.sig)  # the real handler runs here
             try:
                 original()
@@ -190,6 +197,8 @@ def test_sigterm_inside_every_phase_checkpoints_and_resumes_exactly(where, oracl
     assert trig.fired
     if where != "mle_step":
         assert trig.raised_there, "the stop waited for a later boundary instead of the interruption point"
+    if where in STOPPED_IN:
+        assert trig.caller in STOPPED_IN[where], trig.caller
     assert signal.getsignal(signal.SIGTERM) is not None and not interrupt.requested()  # handlers restored
     with open(os.path.join(Checkpointer(run_dir).latest(), "state.json")) as f:
         state = json.load(f)["state"]

@@ -124,6 +124,8 @@ class Trainer:
         self._stop = False  # set by tests (and by the signal handler, through llmgan.interrupt)
         self._sub: _SubStep | None = None
         self._signal: int | None = None
+        self._signal_at: float | None = None  # perf_counter() at the first signal
+        self._stop_rolled_back: tuple[float, float] | None = None  # when the stop's rollback began and ended
 
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -362,8 +364,10 @@ class Trainer:
             self.save()
             return final
         except interrupt.StopRequested:
+            t_save = time.perf_counter()
             self.save()
-            info(f"stopped on request; checkpoint written, continue with --resume ({self.run_dir})")
+            info(f"stopped on request in phase {self.state['phase']}; checkpoint written, continue with --resume "
+                 f"({self.run_dir})" + self._stop_timing(t_save))
             raise SystemExit(128 + (self._signal or signal.SIGTERM)) from None
         finally:
             interrupt.set_guard(None)
@@ -372,12 +376,21 @@ class Trainer:
                 signal.signal(signum, handler)
             self.logger.close()
 
+    def _stop_timing(self, t_save: float) -> str:
+        """Where the seconds between the signal and the checkpoint went (docs/reliability.md)."""
+        if self._signal_at is None:
+            return ""
+        now = time.perf_counter()
+        rollback = self._stop_rolled_back or (t_save, t_save)
+        return (f"; {now - self._signal_at:.2f} s after the signal: {rollback[0] - self._signal_at:.2f} s to the next "
+                f"interruption point, {rollback[1] - rollback[0]:.2f} s rollback, {now - t_save:.2f} s checkpoint")
+
     def _install_signal_handlers(self) -> dict[int, Any]:
         def on_signal(signum: int, frame: Any) -> None:
             if self._signal is not None:  # the second signal: the user means it, exit now
                 sys.stderr.write(f"llmgan: second signal {signum}: exiting without a checkpoint\n")
                 os._exit(128 + signum)
-            self._signal = signum
+            self._signal, self._signal_at = signum, time.perf_counter()
             interrupt.request()
             sys.stderr.write(f"llmgan: signal {signum}: stopping at the next step, then checkpointing "
                              "(send it again to exit at once)\n")
@@ -410,7 +423,9 @@ class Trainer:
         try:
             return fn()
         except interrupt.StopRequested:
+            t0 = time.perf_counter()
             self._sub.rollback()
+            self._stop_rolled_back = (t0, time.perf_counter())
             raise
         finally:
             self._sub = None
