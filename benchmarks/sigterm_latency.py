@@ -321,10 +321,18 @@ def main() -> int:
     ap.add_argument("--part", choices=("gaps", "cli", "all"), default="all")
     ap.add_argument("--write-doc", action="store_true")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--render-log", help="render (and with --write-doc, write) the results lines of an earlier "
+                    "run's stdout instead of measuring")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    gaps = part_gaps([]) if args.part in ("gaps", "all") else None
-    cli = part_cli() if args.part in ("cli", "all") else None
+    if args.render_log:
+        with open(args.render_log, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.startswith("{")]
+        gaps = [r for r in rows if "config" in r] or None
+        cli = [r for r in rows if "case" in r] or None
+    else:
+        gaps = part_gaps([]) if args.part in ("gaps", "all") else None
+        cli = part_cli() if args.part in ("cli", "all") else None
     body = render(gaps, cli)
     print(body)
     if args.json:
