@@ -119,8 +119,10 @@ def _restore(monkey: list) -> None:
 def _timed_stop_costs(tr: Trainer) -> dict:
     """Rollback (a D step's copy of D and Adam put back) and the stop's checkpoint, on this run's models."""
     from llmgan.training.engine import _SubStep
+    from llmgan.training.logging import MetricsLogger
 
     out = {}
+    tr.logger = MetricsLogger(tr.run_dir, tensorboard=False)  # run() closed its own on the way out
     sub = _SubStep(tr)
     if tr.adversarial is not None and tr.adversarial.discriminator is not None:
         t0 = time.perf_counter()
@@ -166,6 +168,7 @@ def profile(config: str, overrides: list[str], until) -> dict:
             pass
         finally:
             _restore(monkey)
+        print(json.dumps({"partial": True, "gaps": prof.gaps, "count": prof.count}), flush=True)
         costs = _timed_stop_costs(tr)
     return {"gaps": prof.gaps, "count": prof.count, **costs}
 
@@ -194,8 +197,10 @@ def profile_slices() -> list[tuple[str, str, list[str], object]]:
     ]
 
 
-def part_gaps(out: list) -> list[dict]:
-    for config_name, config, overrides, until in profile_slices():
+def part_gaps(out: list, which: list[int] | None = None) -> list[dict]:
+    for i, (config_name, config, overrides, until) in enumerate(profile_slices()):
+        if which is not None and i not in which:
+            continue
         r = {"config": config_name, "overrides": overrides, **profile(config, overrides, until)}
         out.append(r)
         print(json.dumps(r), flush=True)
@@ -321,6 +326,8 @@ def main() -> int:
     ap.add_argument("--part", choices=("gaps", "cli", "all"), default="all")
     ap.add_argument("--write-doc", action="store_true")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--slices", type=int, nargs="*", help="only these in-process slices (0: SeqGAN MLE, "
+                    "evaluation and D step; 1: SeqGAN G step; 2: RelGAN MLE)")
     ap.add_argument("--render-log", help="render (and with --write-doc, write) the results lines of an earlier "
                     "run's stdout instead of measuring")
     args = ap.parse_args()
@@ -328,10 +335,10 @@ def main() -> int:
     if args.render_log:
         with open(args.render_log, encoding="utf-8") as f:
             rows = [json.loads(line) for line in f if line.startswith("{")]
-        gaps = [r for r in rows if "config" in r] or None
+        gaps = [r for r in rows if "config" in r and "rollback_s" in r] or None
         cli = [r for r in rows if "case" in r] or None
     else:
-        gaps = part_gaps([]) if args.part in ("gaps", "all") else None
+        gaps = part_gaps([], args.slices) if args.part in ("gaps", "all") else None
         cli = part_cli() if args.part in ("cli", "all") else None
     body = render(gaps, cli)
     print(body)
