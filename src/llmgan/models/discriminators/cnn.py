@@ -372,7 +372,13 @@ def score_completions(
                 cont = torch.maximum(cont.view(B, k, n_w), shared.unsqueeze(1)).view(B * k, n_w)
             pooled[t - 1, :, col : col + n_w] = cont.relu_()
             col += n_w
-    logits = d.out(d.dropout(d.highway(pooled))).squeeze(-1)
+    # the highway on every completion's features is the bulk of the arithmetic (SeqGAN's D: two
+    # 1,720 x 1,720 layers over 19 x 1,024 rows, seconds of CPU): one prefix group at a time, each
+    # behind an interruption point, so a stop need not wait for all of it
+    logits = pooled.new_empty(Tm1, B * k)
+    for g in range(Tm1):
+        interrupt.point()
+        logits[g] = d.out(d.dropout(d.highway(pooled[g]))).squeeze(-1)
     return logits.view(Tm1, B, k)
 
 
