@@ -26,3 +26,7 @@ class CheckpointError(LLMGanError):
 
 class TrainingDiverged(LLMGanError):
     """A loss became NaN/inf; the last good checkpoint is kept."""
+
+
+class ResourceError(LLMGanError):
+    """Not enough memory (or another machine resource) for what was asked, even in the smallest pieces."""

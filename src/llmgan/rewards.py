@@ -75,6 +75,11 @@ def rollout_completions(
     return out.view(T - 1, B, k, T)
 
 
+def _point_then(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    interrupt.point()  # per scoring batch: D on 4,096 rollouts is a long call with a large D
+    return fn(x)
+
+
 @torch.no_grad()
 def mc_rollout_rewards(
     policy: Generator,
@@ -98,7 +103,8 @@ def mc_rollout_rewards(
     scores = score_completions(tokens, completions) if score_completions is not None else None
     if scores is None:
         flat = completions.reshape(-1, T)
-        scores = torch.cat([score_fn(flat[i : i + score_batch]).float() for i in range(0, flat.size(0), score_batch)])
+        scores = torch.cat([_point_then(score_fn, flat[i : i + score_batch]).float()
+                            for i in range(0, flat.size(0), score_batch)])
     per_prefix = scores.float().reshape(T - 1, B, n_rollouts).mean(-1).t()  # (B, T-1)
     full = score_fn(tokens).float().view(B, 1)
     return torch.cat([per_prefix, full], dim=1)

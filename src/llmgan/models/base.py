@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from llmgan import interrupt
+from llmgan.models import memory
 from llmgan.models.output import token_log_probs, weighted_token_nll
 from llmgan.models.sampling import (
     check_sampling_options,
@@ -78,6 +79,10 @@ class State:
 
     def detach(self) -> State:
         return self.map(lambda t: t.detach())
+
+    def rows(self, start: int, stop: int) -> State:
+        """Rows ``start:stop`` as views (no copy): one slice of a token step run in pieces."""
+        return self.map(lambda t: t[start:stop])
 
     @classmethod
     def cat(cls, states: Sequence[State]) -> State:
@@ -375,11 +380,16 @@ class Generator(nn.Module):
                                   watermark=watermark)
         B = first_token.size(0) if first_token is not None else n
         pad = self.pad_id if self.pad_id is not None else 0
-        tokens = torch.full((B, max_len), pad, dtype=torch.long, device=self.device)
-        logps = torch.zeros(B, max_len, device=self.device)
-        for t, (token, lp) in enumerate(steps):
-            tokens[:, t] = token
-            logps[:, t] = lp
+        try:
+            tokens = torch.full((B, max_len), pad, dtype=torch.long, device=self.device)
+            logps = torch.zeros(B, max_len, device=self.device)
+            for t, (token, lp) in enumerate(steps):
+                tokens[:, t] = token
+                logps[:, t] = lp
+        except Exception as e:  # an allocation outside the sliced steps (tokens, initial state) failed
+            if not memory.is_out_of_memory(e):
+                raise
+            raise memory.too_big(n, max_len, 12 * max_len, memory.free_memory_bytes(self.device)) from None
         return Samples(tokens, logps, lengths_from_eos(tokens, self.eos_id))
 
     def sample_steps(
@@ -425,10 +435,14 @@ class Generator(nn.Module):
         pad = self.pad_id if self.pad_id is not None else 0
         alive = torch.ones(B, dtype=torch.bool, device=self.device)
         ctx = token[:, None].repeat(1, watermark.context) if watermark is not None else None
+        full_logits = (temperature == 0 or (top_k is not None and top_k > 0) or (top_p is not None and top_p < 1.0)
+                       or watermark is not None)
+        rows = B  # rows per slice of a token step: lowered to fit memory, never raised again
         for _ in range(max_len):
             interrupt.point()  # SIGTERM during training: stop here (the engine rolls back)
-            token, lp, state = self._sample_next(token, state, temperature, top_k, top_p, generator, ban_ids,
-                                                 watermark, ctx)
+            rows = self._fitting_rows(state, B, rows, full_logits)
+            token, lp, state, rows = self._sliced_step(token, state, rows, temperature, top_k, top_p, generator,
+                                                       ban_ids, watermark, ctx, max_len)
             if ctx is not None:
                 ctx = torch.cat([ctx[:, 1:], token[:, None]], dim=1)
             if self.eos_id is not None:
@@ -439,6 +453,54 @@ class Generator(nn.Module):
                 alive &= token != self.eos_id
                 if not bool(alive.any()):
                     break
+
+    # a step over fewer bytes than this is never planned in slices (no memory query, no overhead)
+    SLICE_CHECK_BYTES = 256 * 2**20
+
+    def _fitting_rows(self, state: State, B: int, rows: int, full_logits: bool) -> int:
+        """Rows per slice of the next token step, from the free memory and this model's per-row state."""
+        vocab = self.output_layer()[0].size(0)
+        per_row = memory.step_row_bytes(memory.tensor_bytes((state.tensors, state.extra)) / max(B, 1), vocab,
+                                        full_logits)
+        if min(rows, B) * per_row < self.SLICE_CHECK_BYTES:
+            return rows
+        free = memory.free_memory_bytes(self.device)
+        if free is None:
+            return rows
+        return memory.aligned_rows(min(rows, int(memory.STEP_MEMORY_SHARE * free / per_row)))
+
+    def _sliced_step(self, token, state, rows, temperature, top_k, top_p, generator, ban_ids, watermark, ctx,
+                     max_len) -> tuple[Tensor, Tensor, State, int]:
+        """One token step for all B rows, run over slices of ``rows`` rows; on out-of-memory the random
+        stream is rewound and the step redone in slices half as wide. Each row draws its numbers in row
+        order whatever the slicing (``_draw_rows``), and slices of whole 256-row blocks give the matrix
+        products the shapes of the full step's own blocks, so the samples are bitwise those of one full
+        step; narrower slices (a model where 256 rows do not fit) draw the same numbers but may round
+        the log-probabilities differently in the last bit."""
+        B = token.size(0)
+        rng = memory.rng_for(generator, self.device)
+        while True:
+            saved = rng.get_state()
+            try:
+                if rows >= B:
+                    return (*self._sample_next(token, state, temperature, top_k, top_p, generator, ban_ids,
+                                               watermark, ctx), rows)
+                parts = [self._sample_next(token[a : a + rows], state.rows(a, a + rows), temperature, top_k, top_p,
+                                           generator, ban_ids, watermark,
+                                           None if ctx is None else ctx[a : a + rows])
+                         for a in range(0, B, rows)]
+                return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                        State.cat([p[2] for p in parts]), rows)
+            except Exception as e:
+                if not memory.is_out_of_memory(e):
+                    raise
+                parts = None  # noqa: F841 - drop the failed attempt's tensors before retrying
+                if min(rows, B) <= 1:
+                    per_row = 12 * max_len + memory.tensor_bytes((state.tensors, state.extra)) / max(B, 1)
+                    raise memory.too_big(B, max_len, per_row, memory.free_memory_bytes(self.device),
+                                         "; even one sequence per step did not fit") from None
+                rng.set_state(saved)
+                rows = memory.aligned_rows((min(rows, B) + 1) // 2)
 
     def sample_relaxed(
         self,

@@ -84,6 +84,7 @@ class _SubStep:
         adv = tr.adversarial
         self.algo_state = copy.deepcopy(adv.algorithm.state_dict()) if adv is not None else None
         self.metrics = dict(adv.ctx.metrics) if adv is not None else None
+        self.log_offset = tr.logger.offset()  # lines the sub-step logs are taken back with it
         self.saved: dict[int, tuple[torch.nn.Module, torch.optim.Optimizer, dict, dict]] = {}
 
     def before_update(self, module: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
@@ -110,6 +111,7 @@ class _SubStep:
         if tr.adversarial is not None:
             tr.adversarial.algorithm.load_state_dict(copy.deepcopy(self.algo_state), tr.device)
             tr.adversarial.ctx.metrics = dict(self.metrics or {})
+        tr.logger.truncate(self.log_offset)  # redone on resume: its lines must not appear twice
 
 
 class Trainer:
@@ -122,6 +124,8 @@ class Trainer:
         self._stop = False  # set by tests (and by the signal handler, through llmgan.interrupt)
         self._sub: _SubStep | None = None
         self._signal: int | None = None
+        self._signal_at: float | None = None  # perf_counter() at the first signal
+        self._stop_rolled_back: tuple[float, float] | None = None  # when the stop's rollback began and ended
 
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -193,8 +197,11 @@ class Trainer:
                 if any(p.requires_grad for p in module.parameters()):
                     self.data_parallel.add(module)
         self.latest_checkpoint = latest
+        if latest is None:  # from scratch: lines left by an earlier attempt that never checkpointed go
+            self.logger.truncate(0)
         if latest is not None:
             self.state.update(self._load(latest))
+            self.logger.truncate(self.state.get("metrics_offset"))  # lines of work this resume redoes
             info(f"resumed from {latest} (phase {self.state['phase']}, step {self.global_step})")
             if self.state["phase"] == "done" and self.adversarial is None and self.state["epoch"] < cfg.train.epochs:
                 self.state["phase"] = "mle"  # a finished MLE run resumed with more epochs trains on
@@ -245,6 +252,8 @@ class Trainer:
         """Checkpoint everything; ``best``: this is the best validation NLL so far (kept from pruning)."""
         self.state["sched"] = self.g_sched.state_dict()
         self.state["loss_scale"] = self.scaler.state_dict(self.optimizers())
+        # a resume drops metrics.jsonl lines written after this point (kill -9: that work is redone)
+        self.state["metrics_offset"] = self.logger.offset()
         if self.adversarial is not None:
             self.state["algorithm"] = self.adversarial.algorithm.state_dict()
         models, optimizers = self.models(), self.optimizers()
@@ -355,8 +364,10 @@ class Trainer:
             self.save()
             return final
         except interrupt.StopRequested:
+            t_save = time.perf_counter()
             self.save()
-            info(f"stopped on request; checkpoint written, continue with --resume ({self.run_dir})")
+            info(f"stopped on request in phase {self.state['phase']}; checkpoint written, continue with --resume "
+                 f"({self.run_dir})" + self._stop_timing(t_save))
             raise SystemExit(128 + (self._signal or signal.SIGTERM)) from None
         finally:
             interrupt.set_guard(None)
@@ -365,12 +376,21 @@ class Trainer:
                 signal.signal(signum, handler)
             self.logger.close()
 
+    def _stop_timing(self, t_save: float) -> str:
+        """Where the seconds between the signal and the checkpoint went (docs/reliability.md)."""
+        if self._signal_at is None:
+            return ""
+        now = time.perf_counter()
+        rollback = self._stop_rolled_back or (t_save, t_save)
+        return (f"; {now - self._signal_at:.2f} s after the signal: {rollback[0] - self._signal_at:.2f} s to the next "
+                f"interruption point, {rollback[1] - rollback[0]:.2f} s rollback, {now - t_save:.2f} s checkpoint")
+
     def _install_signal_handlers(self) -> dict[int, Any]:
         def on_signal(signum: int, frame: Any) -> None:
             if self._signal is not None:  # the second signal: the user means it, exit now
                 sys.stderr.write(f"llmgan: second signal {signum}: exiting without a checkpoint\n")
                 os._exit(128 + signum)
-            self._signal = signum
+            self._signal, self._signal_at = signum, time.perf_counter()
             interrupt.request()
             sys.stderr.write(f"llmgan: signal {signum}: stopping at the next step, then checkpointing "
                              "(send it again to exit at once)\n")
@@ -403,7 +423,9 @@ class Trainer:
         try:
             return fn()
         except interrupt.StopRequested:
+            t0 = time.perf_counter()
             self._sub.rollback()
+            self._stop_rolled_back = (t0, time.perf_counter())
             raise
         finally:
             self._sub = None

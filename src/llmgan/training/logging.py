@@ -48,6 +48,23 @@ class MetricsLogger:
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     self._tb.add_scalar(f"{phase}/{k}", v, step)
 
+    def offset(self) -> int | None:
+        """Bytes of ``metrics.jsonl`` written so far (None on ranks that do not write). A checkpoint and a
+        sub-step's start record it: lines after it belong to work that a resume or a rollback redoes."""
+        if not self.enabled:
+            return None
+        self._file.flush()
+        return os.fstat(self._file.fileno()).st_size
+
+    def truncate(self, offset: int | None) -> None:
+        """Drop the lines written after ``offset`` (work being redone would otherwise log them twice).
+        TensorBoard events cannot be taken back; viewers show the redone step's value last."""
+        if not self.enabled or offset is None:
+            return
+        self._file.flush()
+        if os.fstat(self._file.fileno()).st_size > offset:
+            self._file.truncate(offset)  # the file is opened for appending: the next line goes at the new end
+
     def close(self) -> None:
         if self.enabled:
             self._file.close()

@@ -22,6 +22,7 @@ from importlib import resources
 import numpy as np
 import torch
 
+from llmgan import interrupt
 from llmgan.errors import CheckpointError
 from llmgan.models.generators.lstm import LSTMGenerator, LSTMGeneratorConfig
 
@@ -92,6 +93,7 @@ def oracle_nll(oracle: LSTMGenerator, tokens: torch.Tensor, batch_size: int = 10
     """Mean per-token NLL of ``tokens`` (N, T) under the oracle (SeqGAN's NLL_oracle)."""
     total, count = 0.0, 0
     for start in range(0, tokens.size(0), batch_size):
+        interrupt.point()  # an evaluation on 10,000 samples: a stop need not wait for all of them
         batch = tokens[start : start + batch_size].to(oracle.device)
         lp = oracle.log_probs(batch)
         total += float(-lp.sum())
