@@ -214,3 +214,16 @@ def test_leakgan_needs_its_generator(tmp_path):
     })
     with pytest.raises(ConfigError, match="generator.name: leakgan"):
         Trainer(cfg, str(tmp_path / "run")).setup()
+
+
+def test_temperature_nll_reads_leakgans_own_head():
+    """`llmgan sweep` scales LeakGAN's goal-weighted head (it has no lm_head): at T=1 it is corpus_nll."""
+    from llmgan.data.datasets import EncodedCorpus
+    from llmgan.metrics.nll import corpus_nll
+    from llmgan.sweep import temperature_nll
+
+    g, _ = tiny_pair()
+    tokens = torch.randint(1, V, (12, T), generator=torch.Generator().manual_seed(4))
+    corpus = EncodedCorpus(tokens, torch.full((12,), T))
+    assert temperature_nll(g, corpus, 1.0) == pytest.approx(corpus_nll(g, corpus), rel=1e-5)
+    assert temperature_nll(g, corpus, 0.5) != pytest.approx(temperature_nll(g, corpus, 1.0), rel=1e-3)

@@ -93,14 +93,13 @@ def temperature_nll(generator, corpus, temperature: float = 1.0, batch_size: int
 
     was_training = generator.training
     generator.eval()
-    w = generator.lm_head.weight / temperature
-    b = generator.lm_head.bias / temperature if generator.lm_head.bias is not None else None
     total, count = 0.0, 0
     for start in range(0, len(corpus), batch_size):
         lengths = corpus.lengths[start : start + batch_size]
         tokens = corpus.tokens[start : start + batch_size, : int(lengths.max())].to(generator.device)
         mask = (torch.arange(tokens.size(1))[None, :] < lengths[:, None]).to(generator.device)
-        h = generator.hidden(tokens)
+        h, w, b = generator.head_inputs(tokens)  # LeakGAN's head is not an lm_head: each model says
+        w, b = w / temperature, (b / temperature if b is not None else None)
         B, T, H = h.shape
         lp = token_log_probs(h.reshape(B * T, H), w, b, generator._safe_targets(tokens).reshape(-1)).view(B, T)
         total += float(-(lp.float() * mask).sum())

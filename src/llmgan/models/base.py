@@ -246,6 +246,11 @@ class Generator(nn.Module):
         h, _ = self.forward_hidden(self._teacher_inputs(tokens), state)
         return h
 
+    def head_inputs(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Teacher-forced ``(h (B, T, H), weight (V, H), bias (V,) or None)`` with logits = h @ weight.T + bias:
+        what a caller scaling the logits (a temperature) needs without materialising them."""
+        return (self.hidden(tokens), *self.output_layer())
+
     def log_probs(self, tokens: Tensor, prompt: Tensor | None = None, z: Tensor | None = None) -> Tensor:
         """Per-token log p(y_t | prompt, y_<t): tokens (B, T) -> (B, T). Differentiable."""
         h = self.hidden(tokens, prompt, z)

@@ -252,6 +252,11 @@ class LeakGANGenerator(Generator):
         lp = token_log_probs(hin.reshape(B * T, D), self.head_weight(), None, self._safe_targets(tokens).reshape(-1))
         return LeakOutputs(lp.view(B, T), goals, feats)
 
+    def head_inputs(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The worker/goal head input (B, T, k*H + k) and the head weight: logits = hin @ head_weight().T."""
+        hin, _, _ = self._teacher_forced(tokens)
+        return hin, self.head_weight(), None
+
     def log_probs(self, tokens: Tensor, prompt: Tensor | None = None, z: Tensor | None = None) -> Tensor:
         """Per-token log p(y_t | y_<t): tokens (B, T) -> (B, T). Differentiable."""
         self.init_state(tokens.size(0), prompt, z)  # rejects prompt / z
