@@ -268,15 +268,9 @@ def train_coco(data: str, out: str, mle_epochs: int, ebm_rounds: int, d_samples:
 
 
 def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
+    from reproduce import cpu_model  # the one /proc/cpuinfo reader of the benchmarks
 
-    return platform.processor() or "unknown"
+    return cpu_model()
 
 
 def read_rows(paths: list[str]) -> list[dict]:

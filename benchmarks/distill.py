@@ -199,13 +199,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+    from reproduce import cpu_model  # the one /proc/cpuinfo reader of the benchmarks
+
+    return cpu_model()
 
 
 def main() -> None:
