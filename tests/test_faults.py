@@ -402,3 +402,31 @@ tr.run()
     assert proc.returncode == 143 and time.time() - t0 < 5, err
     assert "second signal" in err
     assert load_run(str(tmp_path / "run")).generator is not None
+
+
+_EXIT_AFTER = """
+import atexit, sys
+from llmgan.cli import exit_after
+atexit.register(lambda: print("teardown ran", flush=True))
+def entry():
+    print("checkpoint written", end="")  # still buffered (a pipe): must reach the reader
+    if sys.argv[1] == "fail":
+        raise SystemExit("one-line error")
+    if sys.argv[1] != "ok":
+        raise SystemExit(int(sys.argv[1]))
+    return 0
+exit_after(entry)
+"""
+
+
+@pytest.mark.parametrize("how, code, teardown", [("143", 143, False), ("130", 130, False), ("ok", 0, True),
+                                                 ("2", 2, True), ("fail", 1, True)])
+def test_a_stop_on_request_exits_without_the_interpreter_teardown(how, code, teardown):
+    """After the stop's checkpoint, the process skips the interpreter's teardown (seconds of freeing
+    torch's objects, docs/reliability.md) but keeps what it printed; every other exit is a normal one."""
+    env = {k: v for k, v in _env().items() if k != "PYTHONUNBUFFERED"}  # stdout a buffered pipe, as usual
+    out = subprocess.run([sys.executable, "-c", _EXIT_AFTER, how], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == code, out.stderr
+    assert out.stdout.startswith("checkpoint written")
+    assert ("teardown ran" in out.stdout) is teardown, out.stdout

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 
 PUBLISHED = {"MLE (SeqGAN paper)": 9.038, "SeqGAN (paper)": 8.736, "oracle's own samples (RelGAN paper)": 5.750}
@@ -243,4 +242,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from llmgan.cli import exit_after
+
+    exit_after(main)
