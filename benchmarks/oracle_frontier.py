@@ -27,6 +27,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+# the in-process sweeps must use this tree's llmgan, as the training subprocesses do (PYTHONPATH below):
+# a code snapshot run from the venv of a moving checkout once crashed mid-run on the other tree's code
+sys.path.insert(0, os.path.join(ROOT, "src"))
 CSV = os.path.join(ROOT, "benchmarks", "results", "oracle_frontier.csv")
 PNG = os.path.join(ROOT, "docs", "img", "oracle_frontier.png")
 ALGORITHMS = "seqgan,maligan,rankgan,leakgan,relgan,gsgan,textgan,wgangp,scratchgan,gad"

@@ -7,8 +7,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -61,3 +65,26 @@ def build_runs(root: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def serve_runs(tmp_path_factory) -> dict[str, str]:
     return build_runs(str(tmp_path_factory.mktemp("serve_runs")))
+
+
+@contextlib.contextmanager
+def running_server(registry, settings, **server_kwargs) -> Iterator[int]:
+    """The real HTTP server (uvicorn on a free 127.0.0.1 port, in a daemon thread) until the block ends;
+    yields its port. Startup failing within 5 s fails the test rather than hanging it."""
+    from llmgan.serve.app import create_asgi
+    from llmgan.serve.server import bind, make_server
+
+    sock = bind("127.0.0.1", 0)
+    server = make_server(create_asgi(registry, settings), log_level="warning", **server_kwargs)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.01)
+    assert server.started, "the test server did not start within 5 s"
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -11,15 +11,12 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import threading
-import time
 
 import pytest
 
-from llmgan.serve.app import Settings, create_asgi
-from llmgan.serve.server import bind, make_server
+from llmgan.serve.app import Settings
 from llmgan.serve.service import Limits, Registry
-from serve_runs import serve_runs  # noqa: F401 - the session fixture
+from serve_runs import running_server, serve_runs  # noqa: F401 - serve_runs: the session fixture
 
 CHROMIUM = next((p for p in (os.environ.get("LLMGAN_CHROMIUM"), shutil.which("chromium"),
                              shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None)
@@ -50,17 +47,8 @@ def site(serve_runs, tmp_path_factory):  # noqa: F811
                     "quality_metric": "oracle_nll", "diversity_metric": "test_nll"})
     registry = Registry.load([serve_runs["gan"], serve_runs["mle"], serve_runs["cond"]], calibration_n=40,
                              sweeps=[str(sweep)], limits=Limits(max_n=8, max_tokens=16))
-    sock = bind("127.0.0.1", 0)
-    server = make_server(create_asgi(registry, Settings()), log_level="warning")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    server.should_exit = True
-    thread.join(10)
+    with running_server(registry, Settings()) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 def test_page_generates_scored_samples(browser, site, tmp_path):

@@ -16,10 +16,9 @@ import time
 import psutil
 import pytest
 
-from llmgan.serve.app import Settings, create_asgi
-from llmgan.serve.server import bind, make_server
+from llmgan.serve.app import Settings
 from llmgan.serve.service import Limits, Registry
-from serve_runs import serve_runs  # noqa: F401 - the session fixture
+from serve_runs import running_server, serve_runs  # noqa: F401 - serve_runs: the session fixture
 
 HEADER_TIMEOUT = 0.6
 LIVE: dict = {}  # the live server's registry, for tests that look inside
@@ -31,19 +30,8 @@ def live(serve_runs):  # noqa: F811
                              limits=Limits(max_n=8, max_tokens=16, max_texts=16, timeout_s=10))
     LIVE["registry"] = registry
     settings = Settings(max_body=64 * 1024, body_timeout_s=HEADER_TIMEOUT, max_concurrent=8)
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = make_server(create_asgi(registry, settings), header_timeout=HEADER_TIMEOUT, log_level="warning")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        time.sleep(0.01)
-    assert server.started
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    with running_server(registry, settings, header_timeout=HEADER_TIMEOUT) as port:
+        yield port
 
 
 def raw(port: int, data: bytes, wait: float = 5.0) -> bytes:
