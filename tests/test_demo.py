@@ -72,3 +72,36 @@ def test_estimate_scales_with_the_measured_blocks():
     fast = estimate_seconds({"train_step": 0.005, "sample_1000": 0.05}, **full)
     assert 60 < fast < 600  # idle-machine speeds: minutes, as the 2.5 min measured on an idle 2-core machine
     assert estimate_seconds({"train_step": 0.05, "sample_1000": 0.5}, **full) == pytest.approx(10 * fast)
+
+
+def test_sigterm_stops_the_demo_with_a_checkpoint_within_seconds(tmp_path):
+    """`make demo` given SIGTERM during its SeqGAN stage: the stage checkpoints and the demo exits 143
+    within 10 s, with no traceback and no later stage started (the stage then resumes with --resume)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "demo"
+    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "llmgan.demo", "--quick", "--mle-epochs", "1", "--rounds", "50", "--out", str(out),
+                             "--threads", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "seqgan" / "metrics.jsonl"
+    try:
+        t_start = time.time()
+        while not (metrics.is_file() and '"phase": "adversarial"' in metrics.read_text()):  # rounds under way
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() - t_start < 300, "the SeqGAN stage never started its rounds"
+            time.sleep(0.05)
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        stdout, err = proc.communicate(timeout=60)
+        elapsed = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert elapsed < 10, (elapsed, err.strip().splitlines()[-1:])
+    assert "stopped on request" in err and "Traceback" not in err
+    assert not (out / "mle_continued").exists() and not (out / "summary.json").exists()
+    assert os.path.isfile(out / "seqgan" / "checkpoints" / "latest")
