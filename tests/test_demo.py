@@ -84,8 +84,9 @@ def test_sigterm_stops_the_demo_with_a_checkpoint_within_seconds(tmp_path):
 
     out = tmp_path / "demo"
     env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "llmgan.demo", "--quick", "--mle-epochs", "1", "--rounds", "50", "--out", str(out),
-                             "--threads", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-m", "llmgan.demo", "--quick", "--mle-epochs", "1", "--rounds", "50", "--out", str(out),
+           "--threads", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = out / "seqgan" / "metrics.jsonl"
     try:
         t_start = time.time()
