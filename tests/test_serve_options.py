@@ -209,6 +209,59 @@ def test_resample_bad_values(client, body, status, param):
     assert r.json()["error"]["param"] == param and "\n" not in r.json()["error"]["message"]
 
 
+# ----------------------------------------------------------------------------------------- bans
+BANNED = ["the", "red", "runs"]  # 3 of the tiny run's 9 words
+
+
+def _banned_count(resp) -> int:
+    body = resp.json()
+    texts = [c["text"] for c in body["choices"]] if "choices" in body else [s["text"] for s in body["samples"]]
+    return sum(t.split().count(w) for t in texts for w in BANNED)
+
+
+def test_ban_keeps_tokens_out_of_every_path_as_generate_does(client, gan, monkeypatch):
+    """``ban`` (llmgan generate --ban): unbanned, the tiny run samples these words often; banned, no path
+    (completions, seeded, batched, streamed, resampled) samples them, and a seeded banned request gives
+    the library's own banned samples."""
+    from llmgan.training.evaluation import ban_token_ids
+
+    plain = post(client, "/v1/completions", {"model": "gan", "n": 16, "max_tokens": 8, "seed": 5})
+    assert _banned_count(plain) >= 8  # the control: the model does sample them
+    body = {"model": "gan", "n": 16, "max_tokens": 8, "seed": 5, "ban": BANNED}
+    banned = post(client, "/v1/completions", body)
+    assert banned.status_code == 200, banned.text
+    assert _banned_count(banned) == 0
+    g, tok = gan.run.generator, gan.run.tokenizer
+    ids = ban_token_ids(tok, BANNED)
+    want = g.sample(16, 8, generator=torch.Generator().manual_seed(5), ban_ids=ids)
+    assert [c["text"] for c in banned.json()["choices"]] == [
+        tok.decode(t[:ln]) for t, ln in zip(want.tokens.tolist(), want.lengths.tolist())]
+    assert banned.json()["provenance"]["sampling"]["ban"] == ids.tolist()
+    # batched: a banned and an unbanned request arriving together are not mixed into one call
+    before = gan.batcher.calls
+    out = held_batch(client, gan, [{"model": "gan", "n": 16, "max_tokens": 8, "ban": BANNED},
+                                   {"model": "gan", "n": 16, "max_tokens": 8}], monkeypatch)
+    assert [r.status_code for r in out] == [200, 200] and gan.batcher.calls - before == 2
+    assert _banned_count(out[0]) == 0 and _banned_count(out[1]) > 0
+    streamed = client.post("/v1/completions", json={**body, "stream": True}).text
+    deltas = [c["text"] for line in streamed.splitlines() if line.startswith("data: {")
+              for c in json.loads(line[6:])["choices"]]
+    assert deltas and not any(w in d.split() for d in deltas if d for w in BANNED)
+    sir = post(client, "/v1/generate", {"model": "gan", "n": 4, "seed": 3, "max_tokens": 8, "resample": "sir",
+                                         "candidates": 4, "ban": BANNED})
+    assert sir.status_code == 200, sir.text
+    assert _banned_count(sir) == 0
+
+
+@pytest.mark.parametrize("ban", [["nope"], "ALL"])
+def test_bad_ban_is_one_422_naming_it(client, gan, ban):
+    tokens = list(gan.run.tokenizer.vocab) if ban == "ALL" else ban  # ALL: nothing left to sample
+    r = post(client, "/v1/completions", {"model": "gan", "ban": tokens})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["param"] == "ban" and "\n" not in err["message"]
+
+
 # ----------------------------------------------------------------------------------------- watermark
 def test_watermark_key_from_start_up_marks_every_path(serve_runs):  # noqa: F811
     svc = ModelService(serve_runs["gan"], "gan", calibration_n=40, limits=LIMITS, watermark=KEY)

@@ -311,9 +311,11 @@ def create_app(registry: Registry, settings: Settings | None = None) -> FastAPI:
         max_tokens = svc.check_max_tokens(req.max_tokens)
         if top_k is not None and top_k > svc.run.tokenizer.vocab_size:
             raise invalid("top_k", f"at most the vocabulary size, {svc.run.tokenizer.vocab_size}")
+        ban = svc.ban_ids(req.ban)
         deadline = Deadline.start(svc.limits.timeout_s)
         work = partial(svc.generate, n=req.n, max_tokens=max_tokens, temperature=req.temperature, top_k=top_k,
-                       top_p=req.top_p, seed=req.seed, prompts=prompts, z=z, deadline=deadline, score=score)
+                       top_p=req.top_p, seed=req.seed, prompts=prompts, z=z, deadline=deadline, score=score,
+                       ban=ban)
         return work, deadline
 
     async def stream(svc: ModelService, work: Callable[..., Generated], deadline: Deadline,
@@ -429,7 +431,7 @@ def create_app(registry: Registry, settings: Settings | None = None) -> FastAPI:
             out: Generated = await in_thread(
                 svc.resampled, n=req.n, method=req.resample, candidates=req.candidates, ratio_from=req.ratio_from,
                 max_tokens=max_tokens, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, seed=req.seed,
-                prompt=ids, deadline=Deadline.start(svc.limits.timeout_s), score=scored)
+                prompt=ids, deadline=Deadline.start(svc.limits.timeout_s), score=scored, ban=svc.ban_ids(req.ban))
         else:
             work, _ = prepare(svc, req, [ids] if ids is not None else None, top_k=req.top_k, z=z, score=scored)
             out = await in_thread(work)

@@ -25,6 +25,8 @@ class Sampling(Strict):
     temperature: float = Field(1.0, ge=0.0, le=10.0, description="0 is greedy")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed, same samples")
+    ban: list[str] | None = Field(None, max_length=1024, description="tokens never to sample, as the run's "
+                                  "tokenizer spells them (e.g. \"<unk>\"), as llmgan generate --ban")
     stream: bool = False
     user: str | None = Field(None, max_length=256, description="accepted for OpenAI compatibility; unused")
 

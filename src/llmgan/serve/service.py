@@ -278,6 +278,18 @@ class ModelService:
             raise invalid("max_tokens", f"at most {self.limits.max_tokens} for model {self.id!r}, got {m}")
         return m
 
+    def ban_ids(self, tokens: list[str] | None) -> tuple[int, ...]:
+        """A request's ``ban`` -> sorted token ids, checked as ``llmgan generate --ban`` checks them (422 on a
+        token outside the vocabulary, or a list that leaves nothing to sample)."""
+        from llmgan.errors import ConfigError
+        from llmgan.training.evaluation import ban_token_ids
+
+        try:
+            ids = ban_token_ids(self.run.tokenizer, tokens, what="ban")
+        except ConfigError as e:
+            raise invalid("ban", str(e).removeprefix("ban: ")) from None
+        return () if ids is None else tuple(int(i) for i in ids.tolist())
+
     def prompt_ids(self, prompt: str | None, param: str = "prompt") -> list[int] | None:
         """Encoded prompt of a conditional run (required), None for an unconditional one (refused)."""
         if not self.conditional:
@@ -329,7 +341,8 @@ class ModelService:
 
     def generate(self, *, n: int, max_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
                  seed: int | None, prompts: Sequence[list[int]] | None, z: torch.Tensor | None, deadline: Deadline,
-                 score: bool = False, on_delta: Callable[[int, str], None] | None = None) -> Generated:
+                 score: bool = False, on_delta: Callable[[int, str], None] | None = None,
+                 ban: tuple[int, ...] = ()) -> Generated:
         """``n`` samples per prompt (or ``n`` in all without prompts). ``on_delta(row, text)`` streams the
         new text of each row after every token.
 
@@ -341,7 +354,7 @@ class ModelService:
         running."""
         job = Job(n=n, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                   prompts=[list(p) for p in prompts] if prompts is not None else None, z=z, deadline=deadline,
-                  score=score, on_delta=on_delta)
+                  score=score, on_delta=on_delta, ban=ban)
         batchable = self.batcher is not None and seed is None and on_delta is None
         with self._active_lock:
             self.active += 1
@@ -384,8 +397,9 @@ class ModelService:
             emitted = [""] * rows
             lps = [0.0] * rows
             stream = j0.on_delta if len(jobs) == 1 else None
+            ban_ids = torch.tensor(j0.ban, dtype=torch.long, device=g.device) if j0.ban else None
             steps = g.sample_steps(rows, j0.max_tokens, temperature=j0.temperature, top_k=j0.top_k, top_p=j0.top_p,
-                                   prompt=prompt, z=z, generator=rng, watermark=self.watermark)
+                                   prompt=prompt, z=z, generator=rng, ban_ids=ban_ids, watermark=self.watermark)
             while True:
                 check()
                 step = next(steps, None)
@@ -464,7 +478,8 @@ class ModelService:
 
     def resampled(self, *, n: int, method: str, candidates: int, ratio_from: str, max_tokens: int,
                   temperature: float, top_k: int | None, top_p: float | None, seed: int | None,
-                  prompt: list[int] | None, deadline: Deadline, score: bool = False) -> Generated:
+                  prompt: list[int] | None, deadline: Deadline, score: bool = False,
+                  ban: tuple[int, ...] = ()) -> Generated:
         """``n`` samples corrected by the run's density ratio (llmgan.resample: ``sir`` or ``rejection``
         among ``candidates`` per output), calibrated at start-up; filtered and scored as plain samples."""
         from llmgan.resample import resample_run
@@ -486,13 +501,15 @@ class ModelService:
                 rng.seed()
             res = resample_run(self.run, n, method=method, candidates=candidates, max_len=max_tokens,
                                prompts=torch.tensor([prompt], dtype=torch.long) if prompt is not None else None,
-                               temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, ratio=ratio)
+                               temperature=temperature, top_k=top_k, top_p=top_p, rng=rng, ratio=ratio,
+                               ban_ids=torch.tensor(ban, dtype=torch.long, device=g.device) if ban else None)
             rows = [r[:ln] for r, ln in zip(res.tokens.tolist(), res.lengths.tolist())]
             done = [g.eos_id is not None and bool(r) and r[-1] == g.eos_id for r in rows]
             # rejection may keep fewer than n; every row belongs to the one prompt
             job = Job(n=max(1, len(rows)), max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                       seed=seed, prompts=[prompt] if prompt is not None else None, z=None, deadline=deadline,
-                      score=score, extra={"resample": method, "candidates": candidates, "ratio_from": ratio_from})
+                      score=score, ban=ban,
+                      extra={"resample": method, "candidates": candidates, "ratio_from": ratio_from})
             out = self._finish(job, rows, done, [0.0] * len(rows), None)
         finally:
             self.lock.release()
@@ -533,6 +550,7 @@ class Job:
     deadline: Deadline
     score: bool = False
     on_delta: Callable[[int, str], None] | None = None
+    ban: tuple[int, ...] = ()  # token ids never sampled (sorted, as ModelService.ban_ids gives them)
     extra: dict = field(default_factory=dict)
     result: Generated | None = None
     error: BaseException | None = None
@@ -545,12 +563,13 @@ class Job:
     def key(self) -> tuple:
         """Requests with equal keys can share one sampling call: every option that the step loop applies
         to all rows alike. Prompts and z are per row, so only their presence must agree."""
-        return (self.max_tokens, self.temperature, self.top_k, self.top_p, self.prompts is None, self.z is None)
+        return (self.max_tokens, self.temperature, self.top_k, self.top_p, self.ban, self.prompts is None,
+                self.z is None)
 
     def sampling(self) -> dict[str, Any]:
         return {"n": self.n, "max_tokens": self.max_tokens, "temperature": self.temperature, "top_k": self.top_k,
                 "top_p": self.top_p, "prompts": len(self.prompts) if self.prompts is not None else 0,
-                "z": self.z is not None, **self.extra}
+                "z": self.z is not None, **({"ban": list(self.ban)} if self.ban else {}), **self.extra}
 
     def dead(self) -> bool:
         return self.deadline.cancelled.is_set() or self.deadline.left() <= 0
