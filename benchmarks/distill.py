@@ -65,11 +65,21 @@ def _cfg(name: str, train: str, test: str | None, generator: dict, epochs: int, 
     })
 
 
+_T0 = time.perf_counter()
+
+
+def _log(msg: str) -> None:
+    # one line per phase with the wall so far: a long CPU run can be sized from its first phases
+    print(f"[distill {time.perf_counter() - _T0:7.1f}s] {msg}", flush=True)
+
+
 def _train(cfg, run_dir: str) -> str:
     from llmgan.training.engine import Trainer
 
     if not os.path.isfile(os.path.join(run_dir, "checkpoints", "latest")):
+        t = time.perf_counter()
         Trainer(cfg, run_dir).run()
+        _log(f"trained {run_dir} in {time.perf_counter() - t:.1f}s")
     return run_dir
 
 
@@ -153,6 +163,7 @@ def run_distillation(data: str, out: str, *, teacher_layers: int = 4, teacher_ep
             run = load_run(rdir, device=device)
             test = encode_corpus(open(test_txt, encoding="utf-8").read().splitlines(), run.tokenizer, run.max_len,
                                  overflow="truncate", source=test_txt)
+            _log(f"scoring {sname} {arm}")
             signals = _last_signals(rdir) if "gad" in arm else {}
             ratio = None
             if arm == "seqkd+sir":
@@ -177,6 +188,7 @@ def run_distillation(data: str, out: str, *, teacher_layers: int = 4, teacher_ep
                     row.update(coverage_nll=est["nll_per_token"], coverage_se=est["nll_per_token_se"])
                 row["teacher_nll"] = teacher_nll(teacher, _texts(run, toks))
                 rows.append(row)
+    _log("done")
     return rows
 
 
