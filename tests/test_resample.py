@@ -314,6 +314,33 @@ def test_density_ratio_benchmark_rows_on_a_tiny_ebm_run(ebm_run):
     assert all(r["test_nll_se"] > 0 for r in rows if r["method"] != "plain")
 
 
+def test_density_ratio_gaps_are_against_the_mle_the_ebm_corrected(tmp_path):
+    # oracle_frontier.csv holds two MLE curves (mle_s*: 120 epochs, mle10_s*: the 10-epoch G every E was
+    # trained on); the gaps and the seed band must come from the named one, and mle10_scratchgan (an
+    # algorithm run) is not an MLE seed
+    import sys
+
+    from llmgan import frontier
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from density_ratio import write_frontier
+
+    def curve(run, algorithm, shift):
+        return [{"run": run, "algorithm": algorithm, "seed": 0, "temperature": t, "oracle_nll": 9.0 - t + shift,
+                 "test_nll": 7.0 + t} for t in (0.7, 0.85, 1.0, 1.15)]
+
+    path = str(tmp_path / "frontier.csv")
+    frontier.write_csv(curve("mle_s0", "mle", -1.0) + curve("mle_s1", "mle", -1.5) + curve("mle10_s0", "mle", 0.0)
+                       + curve("mle10_s1", "mle", 0.01) + curve("mle10_scratchgan", "scratchgan", 0.5), path)
+    point = {"run": "ebm_s0", "algorithm": "mle+sir", "seed": 0, "temperature": 1.0, "oracle_nll": 8.1,
+             "test_nll": 8.0, "method": "sir", "candidates": 4}
+    ref, points, noise, gaps = write_frontier([point], path)
+    assert {r["run"] for r in ref} == {"mle10_s0"}
+    assert noise == pytest.approx(0.01, abs=1e-3)  # mle10_s1 only: not mle_s1 (0.5), not mle10_scratchgan
+    assert "| ebm_s0+sir_k4 | mle+sir | 0 | +0.100 |" in gaps  # 8.1 against mle10_s0's 8.0 at test NLL 8.0
+    assert "| ebm_s0+sir_k4 | mle+sir | 0 | +1.100 |" in write_frontier([point], path, reference="mle")[3]
+
+
 @pytest.mark.slow
 def test_distillation_benchmark_runs_every_arm_at_toy_size(tmp_path):
     # benchmarks/distill.py end to end at toy size: teacher, its samples, SeqKD, GAD (online / frozen D),
