@@ -73,12 +73,20 @@ def _log(msg: str) -> None:
     print(f"[distill {time.perf_counter() - _T0:7.1f}s] {msg}", flush=True)
 
 
+def _finished(run_dir: str) -> bool:
+    """Whether the run wrote its ``final`` record: a checkpoint alone is written after the first epoch, so a
+    run killed later has one too and must be resumed, not taken as done."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    return os.path.isfile(path) and any(json.loads(line).get("phase") == "final"
+                                        for line in open(path, encoding="utf-8") if line.strip())
+
+
 def _train(cfg, run_dir: str) -> str:
     from llmgan.training.engine import Trainer
 
-    if not os.path.isfile(os.path.join(run_dir, "checkpoints", "latest")):
+    if not _finished(run_dir):
         t = time.perf_counter()
-        Trainer(cfg, run_dir).run()
+        Trainer(cfg, run_dir, resume=os.path.isfile(os.path.join(run_dir, "checkpoints", "latest"))).run()
         _log(f"trained {run_dir} in {time.perf_counter() - t:.1f}s")
     return run_dir
 

@@ -314,6 +314,32 @@ def test_density_ratio_benchmark_rows_on_a_tiny_ebm_run(ebm_run):
     assert all(r["test_nll_se"] > 0 for r in rows if r["method"] != "plain")
 
 
+def test_distill_resumes_a_run_killed_after_its_first_checkpoint(tmp_path):
+    # distill.py skips a phase that is done; "done" is the run's final record, not its first checkpoint
+    # (written after epoch 1): a teacher killed in epoch 2 used to be taken as trained
+    import json
+    import random
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from distill import STUDENTS, _cfg, _finished, _train
+
+    rng = random.Random(0)
+    data = tmp_path / "data.txt"
+    data.write_text("\n".join(" ".join(rng.choice("a b c d".split()) for _ in range(4)) for _ in range(40)))
+    run = str(tmp_path / "run")
+    _train(_cfg("t", str(data), None, STUDENTS["lstm"], 1, 0, "cpu", 8), run)
+    metrics = os.path.join(run, "metrics.jsonl")
+    lines = [json.loads(x) for x in open(metrics)]
+    assert _finished(run)
+    with open(metrics, "w") as f:  # as if killed after epoch 1's checkpoint: no final record yet
+        f.writelines(json.dumps(x) + "\n" for x in lines if x["phase"] != "final")
+    assert not _finished(run) and os.path.isfile(os.path.join(run, "checkpoints", "latest"))
+    _train(_cfg("t", str(data), None, STUDENTS["lstm"], 2, 0, "cpu", 8), run)
+    epochs = [json.loads(x).get("epoch") for x in open(metrics) if json.loads(x)["phase"] == "eval"]
+    assert epochs == [1, 2] and _finished(run)  # resumed at epoch 2, epoch 1 not redone
+
+
 def test_density_ratio_gaps_are_against_the_mle_the_ebm_corrected(tmp_path):
     # oracle_frontier.csv holds two MLE curves (mle_s*: 120 epochs, mle10_s*: the 10-epoch G every E was
     # trained on); the gaps and the seed band must come from the named one, and mle10_scratchgan (an
