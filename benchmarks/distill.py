@@ -24,8 +24,11 @@ the section says so). The data file missing: one line, nothing run.
    corrected model's importance-sampled estimate, with its SE). Training signals of the GAD arms
    (last round's reward mean/std, D pair accuracy, KL, response length) are in the table too.
 
-``--write`` puts the table into docs/benchmarks.md (section ``distill``); rows also go to
-``OUT/distill.csv``.
+``--write`` puts the table and the trace of GAD's training signals over its rounds into docs/benchmarks.md
+(section ``distill``); rows also go to ``OUT/distill.csv``. ``--report [--note TEXT] [--write]`` trains
+nothing: it re-renders the section from ``OUT/distill.csv`` and OUT's run directories (e.g. to add the
+reading to a finished run; the note then names the run's own command and wall). Each phase prints one
+timestamped line; a phase is skipped when its run wrote its final record, and resumed when it was killed.
 """
 
 from __future__ import annotations
@@ -218,6 +221,48 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+TRACE = ("reward_mean", "reward_std", "d_pair_acc", "d_acc_real", "d_acc_fake", "kl", "response_len", "distinct_2")
+
+
+def signal_trace(out: str, students: list[str] | tuple[str, ...], points: int = 5) -> list[dict]:
+    """GAD's training signals over its rounds, per student and GAD arm: the warm-up's last D record
+    (round 0) and ``points`` rounds spread from the first to the last (from each run's metrics.jsonl)."""
+    rows = []
+    for sname in students:
+        for arm in ("seqkd+gad", "seqkd+gad_frozen_d"):
+            path = os.path.join(out, sname, arm.replace("+", "_"), "metrics.jsonl")
+            if not os.path.isfile(path):
+                continue
+            recs = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+            warm = [r for r in recs if r.get("phase") == "d_pretrain"]
+            adv = [r for r in recs if r.get("phase") == "adversarial"]
+            picked = [] if not adv else sorted({round(i * (len(adv) - 1) / max(points - 1, 1)) for i in range(points)})
+            for rnd, rec in ([(0, warm[-1])] if warm else []) + [(adv[i].get("round", i + 1), adv[i]) for i in picked]:
+                rows.append({"student": sname, "arm": arm, "round": rnd, **{k: rec.get(k) for k in TRACE}})
+    return rows
+
+
+def trace_markdown(rows: list[dict]) -> str:
+    out = ["| student | arm | round | reward mean / std | D pair acc | D acc real / generated | KL | length | "
+           "distinct-2 |", "|" + "---|" * 9]
+
+    def f(v):
+        return "" if v is None else f"{v:.3f}"
+
+    for r in rows:
+        out.append(f"| {r['student']} | {r['arm']} | {r['round']}{' (D warm-up end)' if r['round'] == 0 else ''} | "
+                   f"{f(r['reward_mean'])} / {f(r['reward_std'])} | {f(r['d_pair_acc'])} | {f(r['d_acc_real'])} / "
+                   f"{f(r['d_acc_fake'])} | {f(r['kl'])} | {f(r['response_len'])} | {f(r['distinct_2'])} |")
+    return "\n".join(out)
+
+
+def read_rows(path: str) -> list[dict]:
+    """The rows of an earlier run's ``distill.csv``, numbers as numbers (empty cells as None)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: (v if k in ("student", "arm", "compute") else (None if v == "" else float(v)))
+                 for k, v in r.items()} for r in csv.DictReader(f)]
+
+
 def _cpu() -> str:
     from reproduce import cpu_model  # the one /proc/cpuinfo reader of the benchmarks
 
@@ -247,8 +292,22 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "distill"))
     p.add_argument("--write", action="store_true")
+    p.add_argument("--report", action="store_true", help="no training: the table of OUT/distill.csv and the "
+                   "signal trace of OUT's GAD runs (with --write: the section, --note saying which run it was)")
+    p.add_argument("--note", default="", help="text for the section (the run's command and wall, the reading)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.report:
+        if not os.path.isfile(os.path.join(a.out, "distill.csv")):
+            sys.exit(f"distill --report: {os.path.join(a.out, 'distill.csv')} not found (run without --report first)")
+        rows = read_rows(os.path.join(a.out, "distill.csv"))
+        body = _section(rows, signal_trace(a.out, a.students.split(",")), a.note)
+        print(body)
+        if a.write:
+            from _doc import update_section
+
+            update_section("distill", body)
+        return
     if not os.path.isfile(a.data):
         print(f"distill: {a.data} not found (see ../shared/data/SOURCES.md); nothing run")
         return
@@ -271,14 +330,23 @@ def main() -> None:
         w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    table = markdown(rows)
-    print(table)
-    if a.write:
-        from _doc import command, machine, update_section
+    from _doc import command, machine
 
-        update_section("distill", "## GAD distillation: teacher -> small students\n\n"
-                       f"Command: `{command()}`; machine: {machine()}, CPU {_cpu()}, **machine shared** with other "
-                       f"jobs; {(time.perf_counter() - t0) / 60:.1f} min in all.\n\n" + table)
+    note = (f"Command: `{command()}`; machine: {machine()}, CPU {_cpu()}, **machine shared** with other "
+            f"jobs; {(time.perf_counter() - t0) / 60:.1f} min in all." + (f"\n\n{a.note}" if a.note else ""))
+    body = _section(rows, signal_trace(a.out, a.students.split(",")), note)
+    print(body)
+    if a.write:
+        from _doc import update_section
+
+        update_section("distill", body)
+
+
+def _section(rows: list[dict], trace: list[dict], note: str) -> str:
+    return ("## GAD distillation: teacher -> small students\n\n" + (note + "\n\n" if note else "")
+            + markdown(rows) + "\n\nGAD's training signals over its rounds (from each run's metrics.jsonl; "
+            "round 0 = the D warm-up's last refresh; the frozen-D arm logs no D accuracy after it):\n\n"
+            + trace_markdown(trace))
 
 
 if __name__ == "__main__":

@@ -390,6 +390,13 @@ def test_distillation_benchmark_runs_every_arm_at_toy_size(tmp_path):
     assert all(math.isfinite(r["teacher_nll"]) and math.isfinite(r["coverage_nll"]) for r in rows)
     assert "reward_mean" in rows[1] and "d_pair_acc" in rows[1] and "d_pair_acc" not in rows[2]
     assert rows[3]["coverage_se"] > 0
+    from distill import signal_trace, trace_markdown
+
+    trace = signal_trace(str(tmp_path / "out"), ["gpt1"])
+    assert [(r["arm"], r["round"]) for r in trace] == [("seqkd+gad", 0), ("seqkd+gad", 1),
+                                                       ("seqkd+gad_frozen_d", 0), ("seqkd+gad_frozen_d", 1)]
+    assert trace[1]["d_pair_acc"] is not None and trace[3]["d_pair_acc"] is None  # frozen D: no D step logged
+    assert "(D warm-up end)" in trace_markdown(trace)
 
 
 @pytest.mark.slow
