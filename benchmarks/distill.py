@@ -221,6 +221,59 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+@torch.no_grad()
+def separability(teacher, student, real: list[str], fake: list[str]) -> dict:
+    """How well the exact log-ratio log p_teacher(x) - log p_student(x) separates teacher samples (``real``)
+    from student samples (``fake``): its pair accuracy P(lr(real) > lr(fake)) (ties 1/2) -- the quantity
+    GAD's ``d_pair_acc`` measures for the trained D, here with the true densities, i.e. the ceiling a
+    D could reach -- and its mean on each side (nats per sequence). Each model reads the texts with its
+    own tokenizer (a word unknown to the student's vocabulary is its UNK: a small bias in its favour)."""
+    from llmgan.data import encode_corpus
+    from llmgan.metrics.density_ratio import sequence_nll
+    from llmgan.metrics.detection import _pad_to
+
+    def nll(run, texts: list[str]) -> torch.Tensor:
+        c = encode_corpus(texts, run.tokenizer, run.max_len, overflow="truncate", source="<separability>")
+        pad = run.tokenizer.pad_id if run.tokenizer.pad_id is not None else 0
+        return sequence_nll(run.generator, _pad_to(c.tokens, run.max_len, pad), c.lengths.clamp(max=run.max_len))
+
+    real = [t if t.strip() else "." for t in real]
+    fake = [t if t.strip() else "." for t in fake]
+    lr_real = nll(student, real) - nll(teacher, real)
+    lr_fake = nll(student, fake) - nll(teacher, fake)
+    diff = lr_real[:, None] - lr_fake[None, :]
+    acc = float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+    return {"pair_acc": acc, "lr_real": float(lr_real.mean()), "lr_fake": float(lr_fake.mean()),
+            "n_real": len(real), "n_fake": len(fake)}
+
+
+def probe(out: str, students: list[str] | tuple[str, ...], n: int = 1000, seed: int = 0, device: str = "cpu"
+          ) -> list[dict]:
+    """:func:`separability` of each student's SeqKD model (samples at T = 1) against ``n`` held-out teacher
+    samples: what a perfect D would score where GAD's D starts."""
+    from llmgan.run import load_run
+    from llmgan.training.evaluation import sample_tokens
+
+    teacher = load_run(os.path.join(out, "teacher"), device=device)
+    real = open(os.path.join(out, "teacher_test.txt"), encoding="utf-8").read().splitlines()[:n]
+    rows = []
+    for sname in students:
+        run = load_run(os.path.join(out, sname, "seqkd"), device=device)
+        toks, _ = sample_tokens(run.generator, n, run.max_len,
+                                rng=torch.Generator(device=run.generator.device).manual_seed(seed + 7))
+        rows.append({"student": sname, **separability(teacher, run, real, _texts(run, toks))})
+    return rows
+
+
+def probe_markdown(rows: list[dict]) -> str:
+    out = ["| student (SeqKD model, T = 1) | pair accuracy of the exact log-ratio | mean log p_T - log p_S on teacher "
+           "samples / on student samples (nats per sequence) | samples |", "|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['student']} | {r['pair_acc']:.3f} | {r['lr_real']:+.2f} / {r['lr_fake']:+.2f} | "
+                   f"{r['n_real']} + {r['n_fake']} |")
+    return "\n".join(out)
+
+
 TRACE = ("reward_mean", "reward_std", "d_pair_acc", "d_acc_real", "d_acc_fake", "kl", "response_len", "distinct_2")
 
 
@@ -294,6 +347,8 @@ def main() -> None:
     p.add_argument("--write", action="store_true")
     p.add_argument("--report", action="store_true", help="no training: the table of OUT/distill.csv and the "
                    "signal trace of OUT's GAD runs (with --write: the section, --note saying which run it was)")
+    p.add_argument("--probe", type=int, default=0, help="with --report: the separability of teacher and SeqKD "
+                   "samples by the exact log-ratio, on N samples each (what a perfect D would reach)")
     p.add_argument("--note", default="", help="text for the section (the run's command and wall, the reading)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -301,7 +356,8 @@ def main() -> None:
         if not os.path.isfile(os.path.join(a.out, "distill.csv")):
             sys.exit(f"distill --report: {os.path.join(a.out, 'distill.csv')} not found (run without --report first)")
         rows = read_rows(os.path.join(a.out, "distill.csv"))
-        body = _section(rows, signal_trace(a.out, a.students.split(",")), a.note)
+        sep = probe(a.out, a.students.split(","), a.probe, a.seed, a.device) if a.probe else []
+        body = _section(rows, signal_trace(a.out, a.students.split(",")), a.note, sep)
         print(body)
         if a.write:
             from _doc import update_section
@@ -342,11 +398,14 @@ def main() -> None:
         update_section("distill", body)
 
 
-def _section(rows: list[dict], trace: list[dict], note: str) -> str:
+def _section(rows: list[dict], trace: list[dict], note: str, sep: list[dict] | None = None) -> str:
     return ("## GAD distillation: teacher -> small students\n\n" + (note + "\n\n" if note else "")
             + markdown(rows) + "\n\nGAD's training signals over its rounds (from each run's metrics.jsonl; "
             "round 0 = the D warm-up's last refresh; the frozen-D arm logs no D accuracy after it):\n\n"
-            + trace_markdown(trace))
+            + trace_markdown(trace)
+            + ("\n\nHow separable GAD's two sides are with the true densities (`--probe`): the exact log-ratio "
+               "of teacher and SeqKD student as a discriminator, scored like `d_pair_acc`:\n\n"
+               + probe_markdown(sep) if sep else ""))
 
 
 if __name__ == "__main__":

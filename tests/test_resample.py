@@ -397,6 +397,16 @@ def test_distillation_benchmark_runs_every_arm_at_toy_size(tmp_path):
                                                        ("seqkd+gad_frozen_d", 0), ("seqkd+gad_frozen_d", 1)]
     assert trace[1]["d_pair_acc"] is not None and trace[3]["d_pair_acc"] is None  # frozen D: no D step logged
     assert "(D warm-up end)" in trace_markdown(trace)
+    from distill import probe, separability
+    from llmgan.run import load_run
+
+    sep = probe(str(tmp_path / "out"), ["gpt1"], n=64)[0]
+    # E over teacher samples of log pT - log pS is KL(T||S) >= 0, over student samples -KL(S||T) <= 0
+    assert sep["lr_real"] > 0 > sep["lr_fake"] and sep["pair_acc"] > 0.5
+    teacher = load_run(str(tmp_path / "out" / "teacher"))
+    real = open(tmp_path / "out" / "teacher_test.txt").read().splitlines()[:8]
+    same = separability(teacher, teacher, real, real[::-1])
+    assert same["pair_acc"] == 0.5 and same["lr_real"] == 0.0  # one model: every log-ratio 0, every pair a tie
 
 
 @pytest.mark.slow
