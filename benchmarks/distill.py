@@ -356,7 +356,15 @@ def main() -> None:
         if not os.path.isfile(os.path.join(a.out, "distill.csv")):
             sys.exit(f"distill --report: {os.path.join(a.out, 'distill.csv')} not found (run without --report first)")
         rows = read_rows(os.path.join(a.out, "distill.csv"))
-        sep = probe(a.out, a.students.split(","), a.probe, a.seed, a.device) if a.probe else []
+        sep: list[dict] = []
+        if a.probe:  # kept in OUT: re-rendering the section with a new note does not redo it
+            cache = os.path.join(a.out, f"probe_{a.probe}_s{a.seed}.json")
+            if os.path.isfile(cache):
+                sep = json.load(open(cache, encoding="utf-8"))
+            else:
+                sep = probe(a.out, a.students.split(","), a.probe, a.seed, a.device)
+                with open(cache, "w", encoding="utf-8") as f:
+                    json.dump(sep, f, indent=1)
         body = _section(rows, signal_trace(a.out, a.students.split(",")), a.note, sep)
         print(body)
         if a.write:
