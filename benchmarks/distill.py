@@ -27,7 +27,9 @@ the section says so). The data file missing: one line, nothing run.
 ``--write`` puts the table and the trace of GAD's training signals over its rounds into docs/benchmarks.md
 (section ``distill``); rows also go to ``OUT/distill.csv``. ``--report [--note TEXT] [--write]`` trains
 nothing: it re-renders the section from ``OUT/distill.csv`` and OUT's run directories (e.g. to add the
-reading to a finished run; the note then names the run's own command and wall). Each phase prints one
+reading to a finished run; the note then names the run's own command and wall); ``--probe N`` adds how
+well the exact log-ratio log p_teacher - log p_student separates N teacher from N SeqKD samples (the
+ceiling of GAD's ``d_pair_acc``; kept in ``OUT/probe_N_sSEED.json``). Each phase prints one
 timestamped line; a phase is skipped when its run wrote its final record, and resumed when it was killed.
 """
 
