@@ -407,6 +407,19 @@ def test_distillation_benchmark_runs_every_arm_at_toy_size(tmp_path):
     real = open(tmp_path / "out" / "teacher_test.txt").read().splitlines()[:8]
     same = separability(teacher, teacher, real, real[::-1])
     assert same["pair_acc"] == 0.5 and same["lr_real"] == 0.0  # one model: every log-ratio 0, every pair a tie
+    import json
+
+    import distill_d_warmup
+
+    argv = sys.argv
+    sys.argv = ["distill_d_warmup.py", "--distill-out", str(tmp_path / "out"), "--refreshes", "2", "--d-samples",
+                "16", "--d-epochs", "1", "--max-len", "10", "--out", str(tmp_path / "warm")]
+    try:
+        distill_d_warmup.main()
+    finally:
+        sys.argv = argv
+    recs = [json.loads(x) for x in open(tmp_path / "warm" / "gpt1" / "metrics.jsonl")]
+    assert [r["refresh"] for r in recs if r["phase"] == "d_pretrain"] == [1, 2]  # the longer warm-up, logged
 
 
 @pytest.mark.slow
