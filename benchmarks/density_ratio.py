@@ -199,9 +199,17 @@ def frontier_name(r: dict) -> str:
     return f"{r['run']}+{r['method']}" + (f"_k{r['candidates']}" if r["method"] == "sir" else "")
 
 
-def write_frontier(rows: list[dict], path: str = FRONTIER_CSV) -> tuple[list[dict], list[dict], float, str]:
-    """Merge the resampled rows into oracle_frontier.csv (same-named rows replaced); return (MLE seed 0's
-    reference rows, the new rows as frontier points, the seed-noise band, the gap table)."""
+def write_frontier(rows: list[dict], path: str = FRONTIER_CSV, reference: str = "mle10") -> tuple[
+        list[dict], list[dict], float, str]:
+    """Merge the resampled rows into oracle_frontier.csv (same-named rows replaced); return (the reference
+    MLE's seed-0 rows ``{reference}_s0``, the new rows as frontier points, the seed-noise band from
+    ``{reference}_s1``, ``_s2``, ..., the gap table).
+
+    ``reference`` names the MLE the E runs corrected: the CSV holds two MLE curves (``mle_s*``: 120 epochs,
+    ``mle10_s*``: the 10-epoch model every E here was trained on), and a gap against the wrong one is
+    meaningless. Only ``{reference}_s<digits>`` rows count (``mle10_scratchgan`` is no MLE seed)."""
+    import re
+
     from llmgan import frontier
 
     points = [{**r, "run": frontier_name(r)} for r in rows if r["method"] != "plain"
@@ -210,12 +218,13 @@ def write_frontier(rows: list[dict], path: str = FRONTIER_CSV) -> tuple[list[dic
     names = {p["run"] for p in points}
     merged = [r for r in old if r["run"] not in names] + points
     frontier.write_csv(merged, path)
-    ref = [r for r in merged if r["run"] == "mle_s0"]
+    ref = [r for r in merged if r["run"] == f"{reference}_s0"]
     if not ref:
         from llmgan.errors import ConfigError
 
-        raise ConfigError(f"{path}: no mle_s0 rows (run benchmarks/oracle_frontier.py first: MLE's curve)")
-    seeds = [r for r in merged if r.get("algorithm") == "mle" and r["run"] != "mle_s0"]
+        raise ConfigError(f"{path}: no {reference}_s0 rows (run benchmarks/oracle_frontier.py first: MLE's curve)")
+    seed_run = re.compile(rf"{re.escape(reference)}_s[1-9][0-9]*")
+    seeds = [r for r in merged if seed_run.fullmatch(r["run"])]
     noise = frontier.noise_band([g["gap"] for g in frontier.frontier_gaps(ref, seeds)])
     return ref, points, noise, frontier.gap_markdown(ref, points, noise)
 
@@ -313,6 +322,8 @@ def main() -> None:
     p.add_argument("--mle-epochs", type=int, default=10)
     p.add_argument("--ebm-rounds", type=int, default=8)
     p.add_argument("--d-samples", type=int, default=5000)
+    p.add_argument("--reference", default="mle10", help="the MLE curve of the gaps: rows REF_s0 of "
+                   "oracle_frontier.csv, seed band from REF_s1, REF_s2 (mle10: the 10-epoch MLE the E runs corrected)")
     p.add_argument("--note", default="", help="a sentence for the section (what was cut, the reading)")
     p.add_argument("--write", action="store_true", help="write the results into docs/benchmarks.md (and the CSV)")
     a = p.parse_args()
@@ -368,16 +379,17 @@ def main() -> None:
         return
     from llmgan import frontier
 
-    ref, points, noise, gaps = write_frontier(rows)
+    ref, points, noise, gaps = write_frontier(rows, reference=a.reference)
     os.makedirs(os.path.dirname(PNG), exist_ok=True)
     shown = [r for r in points if r["method"] == "rejection" or int(r["candidates"]) in (4, 64)]
     frontier.plot_frontier(ref, shown, PNG, title="Density-ratio sampling (SIR K=4, 64; rejection) vs MLE's "
-                           "temperature curve")
+                           f"temperature curve ({a.reference}_s0)")
     update_section("density-ratio", "## Density-ratio sampling on the oracle frontier\n\n" + where + "\n\n"
                    + (a.note + "\n\n" if a.note else "")
-                   + "Frontier gap of each resampled curve against MLE seed 0's temperature curve (rows of "
+                   + f"Frontier gap of each resampled curve against the temperature curve of `{a.reference}_s0` "
+                   f"(the MLE the E runs corrected; rows `{a.reference}_s*` of "
                    "`benchmarks/results/oracle_frontier.csv`; negative = lower NLL_oracle than MLE at the same "
-                   f"NLL_test; seed-noise band ±{noise:.3f} from MLE seeds 1, 2). NLL_test of every `+sir`/"
+                   f"NLL_test; seed-noise band ±{noise:.3f} from that MLE's other seeds). NLL_test of every `+sir`/"
                    "`+rejection` point is the corrected model p_T·r/Z_T (the K → ∞ law), log Z importance-"
                    "sampled: an estimate with its SE (table below).\n\n" + gaps
                    + "\n\n![density-ratio frontier](img/density_ratio_frontier.png)\n\nAll points:\n\n" + table

@@ -24,8 +24,13 @@ the section says so). The data file missing: one line, nothing run.
    corrected model's importance-sampled estimate, with its SE). Training signals of the GAD arms
    (last round's reward mean/std, D pair accuracy, KL, response length) are in the table too.
 
-``--write`` puts the table into docs/benchmarks.md (section ``distill``); rows also go to
-``OUT/distill.csv``.
+``--write`` puts the table and the trace of GAD's training signals over its rounds into docs/benchmarks.md
+(section ``distill``); rows also go to ``OUT/distill.csv``. ``--report [--note TEXT] [--write]`` trains
+nothing: it re-renders the section from ``OUT/distill.csv`` and OUT's run directories (e.g. to add the
+reading to a finished run; the note then names the run's own command and wall); ``--probe N`` adds how
+well the exact log-ratio log p_teacher - log p_student separates N teacher from N SeqKD samples (the
+ceiling of GAD's ``d_pair_acc``; kept in ``OUT/probe_N_sSEED.json``). Each phase prints one
+timestamped line; a phase is skipped when its run wrote its final record, and resumed when it was killed.
 """
 
 from __future__ import annotations
@@ -65,11 +70,29 @@ def _cfg(name: str, train: str, test: str | None, generator: dict, epochs: int, 
     })
 
 
+_T0 = time.perf_counter()
+
+
+def _log(msg: str) -> None:
+    # one line per phase with the wall so far: a long CPU run can be sized from its first phases
+    print(f"[distill {time.perf_counter() - _T0:7.1f}s] {msg}", flush=True)
+
+
+def _finished(run_dir: str) -> bool:
+    """Whether the run wrote its ``final`` record: a checkpoint alone is written after the first epoch, so a
+    run killed later has one too and must be resumed, not taken as done."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    return os.path.isfile(path) and any(json.loads(line).get("phase") == "final"
+                                        for line in open(path, encoding="utf-8") if line.strip())
+
+
 def _train(cfg, run_dir: str) -> str:
     from llmgan.training.engine import Trainer
 
-    if not os.path.isfile(os.path.join(run_dir, "checkpoints", "latest")):
-        Trainer(cfg, run_dir).run()
+    if not _finished(run_dir):
+        t = time.perf_counter()
+        Trainer(cfg, run_dir, resume=os.path.isfile(os.path.join(run_dir, "checkpoints", "latest"))).run()
+        _log(f"trained {run_dir} in {time.perf_counter() - t:.1f}s")
     return run_dir
 
 
@@ -153,6 +176,7 @@ def run_distillation(data: str, out: str, *, teacher_layers: int = 4, teacher_ep
             run = load_run(rdir, device=device)
             test = encode_corpus(open(test_txt, encoding="utf-8").read().splitlines(), run.tokenizer, run.max_len,
                                  overflow="truncate", source=test_txt)
+            _log(f"scoring {sname} {arm}")
             signals = _last_signals(rdir) if "gad" in arm else {}
             ratio = None
             if arm == "seqkd+sir":
@@ -177,6 +201,7 @@ def run_distillation(data: str, out: str, *, teacher_layers: int = 4, teacher_ep
                     row.update(coverage_nll=est["nll_per_token"], coverage_se=est["nll_per_token_se"])
                 row["teacher_nll"] = teacher_nll(teacher, _texts(run, toks))
                 rows.append(row)
+    _log("done")
     return rows
 
 
@@ -196,6 +221,101 @@ def markdown(rows: list[dict]) -> str:
                    f"{f(r.get('reward_std'))} | {f(r.get('d_pair_acc'))} | {f(r.get('kl'))} | "
                    f"{f(r.get('response_len'))} | {r['compute']} |")
     return "\n".join(out)
+
+
+@torch.no_grad()
+def separability(teacher, student, real: list[str], fake: list[str]) -> dict:
+    """How well the exact log-ratio log p_teacher(x) - log p_student(x) separates teacher samples (``real``)
+    from student samples (``fake``): its pair accuracy P(lr(real) > lr(fake)) (ties 1/2) -- the quantity
+    GAD's ``d_pair_acc`` measures for the trained D, here with the true densities, i.e. the ceiling a
+    D could reach -- and its mean on each side (nats per sequence). Each model reads the texts with its
+    own tokenizer (a word unknown to the student's vocabulary is its UNK: a small bias in its favour)."""
+    from llmgan.data import encode_corpus
+    from llmgan.metrics.density_ratio import sequence_nll
+    from llmgan.metrics.detection import _pad_to
+
+    def nll(run, texts: list[str]) -> torch.Tensor:
+        c = encode_corpus(texts, run.tokenizer, run.max_len, overflow="truncate", source="<separability>")
+        pad = run.tokenizer.pad_id if run.tokenizer.pad_id is not None else 0
+        return sequence_nll(run.generator, _pad_to(c.tokens, run.max_len, pad), c.lengths.clamp(max=run.max_len))
+
+    real = [t if t.strip() else "." for t in real]
+    fake = [t if t.strip() else "." for t in fake]
+    lr_real = nll(student, real) - nll(teacher, real)
+    lr_fake = nll(student, fake) - nll(teacher, fake)
+    diff = lr_real[:, None] - lr_fake[None, :]
+    acc = float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+    return {"pair_acc": acc, "lr_real": float(lr_real.mean()), "lr_fake": float(lr_fake.mean()),
+            "n_real": len(real), "n_fake": len(fake)}
+
+
+def probe(out: str, students: list[str] | tuple[str, ...], n: int = 1000, seed: int = 0, device: str = "cpu"
+          ) -> list[dict]:
+    """:func:`separability` of each student's SeqKD model (samples at T = 1) against ``n`` held-out teacher
+    samples: what a perfect D would score where GAD's D starts."""
+    from llmgan.run import load_run
+    from llmgan.training.evaluation import sample_tokens
+
+    teacher = load_run(os.path.join(out, "teacher"), device=device)
+    real = open(os.path.join(out, "teacher_test.txt"), encoding="utf-8").read().splitlines()[:n]
+    rows = []
+    for sname in students:
+        run = load_run(os.path.join(out, sname, "seqkd"), device=device)
+        toks, _ = sample_tokens(run.generator, n, run.max_len,
+                                rng=torch.Generator(device=run.generator.device).manual_seed(seed + 7))
+        rows.append({"student": sname, **separability(teacher, run, real, _texts(run, toks))})
+    return rows
+
+
+def probe_markdown(rows: list[dict]) -> str:
+    out = ["| student (SeqKD model, T = 1) | pair accuracy of the exact log-ratio | mean log p_T - log p_S on teacher "
+           "samples / on student samples (nats per sequence) | samples |", "|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['student']} | {r['pair_acc']:.3f} | {r['lr_real']:+.2f} / {r['lr_fake']:+.2f} | "
+                   f"{r['n_real']} + {r['n_fake']} |")
+    return "\n".join(out)
+
+
+TRACE = ("reward_mean", "reward_std", "d_pair_acc", "d_acc_real", "d_acc_fake", "kl", "response_len", "distinct_2")
+
+
+def signal_trace(out: str, students: list[str] | tuple[str, ...], points: int = 5) -> list[dict]:
+    """GAD's training signals over its rounds, per student and GAD arm: the warm-up's last D record
+    (round 0) and ``points`` rounds spread from the first to the last (from each run's metrics.jsonl)."""
+    rows = []
+    for sname in students:
+        for arm in ("seqkd+gad", "seqkd+gad_frozen_d"):
+            path = os.path.join(out, sname, arm.replace("+", "_"), "metrics.jsonl")
+            if not os.path.isfile(path):
+                continue
+            recs = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+            warm = [r for r in recs if r.get("phase") == "d_pretrain"]
+            adv = [r for r in recs if r.get("phase") == "adversarial"]
+            picked = [] if not adv else sorted({round(i * (len(adv) - 1) / max(points - 1, 1)) for i in range(points)})
+            for rnd, rec in ([(0, warm[-1])] if warm else []) + [(adv[i].get("round", i + 1), adv[i]) for i in picked]:
+                rows.append({"student": sname, "arm": arm, "round": rnd, **{k: rec.get(k) for k in TRACE}})
+    return rows
+
+
+def trace_markdown(rows: list[dict]) -> str:
+    out = ["| student | arm | round | reward mean / std | D pair acc | D acc real / generated | KL | length | "
+           "distinct-2 |", "|" + "---|" * 9]
+
+    def f(v):
+        return "" if v is None else f"{v:.3f}"
+
+    for r in rows:
+        out.append(f"| {r['student']} | {r['arm']} | {r['round']}{' (D warm-up end)' if r['round'] == 0 else ''} | "
+                   f"{f(r['reward_mean'])} / {f(r['reward_std'])} | {f(r['d_pair_acc'])} | {f(r['d_acc_real'])} / "
+                   f"{f(r['d_acc_fake'])} | {f(r['kl'])} | {f(r['response_len'])} | {f(r['distinct_2'])} |")
+    return "\n".join(out)
+
+
+def read_rows(path: str) -> list[dict]:
+    """The rows of an earlier run's ``distill.csv``, numbers as numbers (empty cells as None)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: (v if k in ("student", "arm", "compute") else (None if v == "" else float(v)))
+                 for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def _cpu() -> str:
@@ -227,8 +347,33 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "distill"))
     p.add_argument("--write", action="store_true")
+    p.add_argument("--report", action="store_true", help="no training: the table of OUT/distill.csv and the "
+                   "signal trace of OUT's GAD runs (with --write: the section, --note saying which run it was)")
+    p.add_argument("--probe", type=int, default=0, help="with --report: the separability of teacher and SeqKD "
+                   "samples by the exact log-ratio, on N samples each (what a perfect D would reach)")
+    p.add_argument("--note", default="", help="text for the section (the run's command and wall, the reading)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.report:
+        if not os.path.isfile(os.path.join(a.out, "distill.csv")):
+            sys.exit(f"distill --report: {os.path.join(a.out, 'distill.csv')} not found (run without --report first)")
+        rows = read_rows(os.path.join(a.out, "distill.csv"))
+        sep: list[dict] = []
+        if a.probe:  # kept in OUT: re-rendering the section with a new note does not redo it
+            cache = os.path.join(a.out, f"probe_{a.probe}_s{a.seed}.json")
+            if os.path.isfile(cache):
+                sep = json.load(open(cache, encoding="utf-8"))
+            else:
+                sep = probe(a.out, a.students.split(","), a.probe, a.seed, a.device)
+                with open(cache, "w", encoding="utf-8") as f:
+                    json.dump(sep, f, indent=1)
+        body = _section(rows, signal_trace(a.out, a.students.split(",")), a.note, sep)
+        print(body)
+        if a.write:
+            from _doc import update_section
+
+            update_section("distill", body)
+        return
     if not os.path.isfile(a.data):
         print(f"distill: {a.data} not found (see ../shared/data/SOURCES.md); nothing run")
         return
@@ -251,14 +396,26 @@ def main() -> None:
         w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    table = markdown(rows)
-    print(table)
-    if a.write:
-        from _doc import command, machine, update_section
+    from _doc import command, machine
 
-        update_section("distill", "## GAD distillation: teacher -> small students\n\n"
-                       f"Command: `{command()}`; machine: {machine()}, CPU {_cpu()}, **machine shared** with other "
-                       f"jobs; {(time.perf_counter() - t0) / 60:.1f} min in all.\n\n" + table)
+    note = (f"Command: `{command()}`; machine: {machine()}, CPU {_cpu()}, **machine shared** with other "
+            f"jobs; {(time.perf_counter() - t0) / 60:.1f} min in all." + (f"\n\n{a.note}" if a.note else ""))
+    body = _section(rows, signal_trace(a.out, a.students.split(",")), note)
+    print(body)
+    if a.write:
+        from _doc import update_section
+
+        update_section("distill", body)
+
+
+def _section(rows: list[dict], trace: list[dict], note: str, sep: list[dict] | None = None) -> str:
+    return ("## GAD distillation: teacher -> small students\n\n" + (note + "\n\n" if note else "")
+            + markdown(rows) + "\n\nGAD's training signals over its rounds (from each run's metrics.jsonl; "
+            "round 0 = the D warm-up's last refresh; the frozen-D arm logs no D accuracy after it):\n\n"
+            + trace_markdown(trace)
+            + ("\n\nHow separable GAD's two sides are with the true densities (`--probe`): the exact log-ratio "
+               "of teacher and SeqKD student as a discriminator, scored like `d_pair_acc`:\n\n"
+               + probe_markdown(sep) if sep else ""))
 
 
 if __name__ == "__main__":

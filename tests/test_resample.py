@@ -314,6 +314,59 @@ def test_density_ratio_benchmark_rows_on_a_tiny_ebm_run(ebm_run):
     assert all(r["test_nll_se"] > 0 for r in rows if r["method"] != "plain")
 
 
+def test_distill_resumes_a_run_killed_after_its_first_checkpoint(tmp_path):
+    # distill.py skips a phase that is done; "done" is the run's final record, not its first checkpoint
+    # (written after epoch 1): a teacher killed in epoch 2 used to be taken as trained
+    import json
+    import random
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from distill import STUDENTS, _cfg, _finished, _train
+
+    rng = random.Random(0)
+    data = tmp_path / "data.txt"
+    data.write_text("\n".join(" ".join(rng.choice("a b c d".split()) for _ in range(4)) for _ in range(40)))
+    run = str(tmp_path / "run")
+    _train(_cfg("t", str(data), None, STUDENTS["lstm"], 1, 0, "cpu", 8), run)
+    metrics = os.path.join(run, "metrics.jsonl")
+    lines = [json.loads(x) for x in open(metrics)]
+    assert _finished(run)
+    with open(metrics, "w") as f:  # as if killed after epoch 1's checkpoint: no final record yet
+        f.writelines(json.dumps(x) + "\n" for x in lines if x["phase"] != "final")
+    assert not _finished(run) and os.path.isfile(os.path.join(run, "checkpoints", "latest"))
+    _train(_cfg("t", str(data), None, STUDENTS["lstm"], 2, 0, "cpu", 8), run)
+    epochs = [json.loads(x).get("epoch") for x in open(metrics) if json.loads(x)["phase"] == "eval"]
+    assert epochs == [1, 2] and _finished(run)  # resumed at epoch 2, epoch 1 not redone
+
+
+def test_density_ratio_gaps_are_against_the_mle_the_ebm_corrected(tmp_path):
+    # oracle_frontier.csv holds two MLE curves (mle_s*: 120 epochs, mle10_s*: the 10-epoch G every E was
+    # trained on); the gaps and the seed band must come from the named one, and mle10_scratchgan (an
+    # algorithm run) is not an MLE seed
+    import sys
+
+    from llmgan import frontier
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from density_ratio import write_frontier
+
+    def curve(run, algorithm, shift):
+        return [{"run": run, "algorithm": algorithm, "seed": 0, "temperature": t, "oracle_nll": 9.0 - t + shift,
+                 "test_nll": 7.0 + t} for t in (0.7, 0.85, 1.0, 1.15)]
+
+    path = str(tmp_path / "frontier.csv")
+    frontier.write_csv(curve("mle_s0", "mle", -1.0) + curve("mle_s1", "mle", -1.5) + curve("mle10_s0", "mle", 0.0)
+                       + curve("mle10_s1", "mle", 0.01) + curve("mle10_scratchgan", "scratchgan", 0.5), path)
+    point = {"run": "ebm_s0", "algorithm": "mle+sir", "seed": 0, "temperature": 1.0, "oracle_nll": 8.1,
+             "test_nll": 8.0, "method": "sir", "candidates": 4}
+    ref, points, noise, gaps = write_frontier([point], path)
+    assert {r["run"] for r in ref} == {"mle10_s0"}
+    assert noise == pytest.approx(0.01, abs=1e-3)  # mle10_s1 only: not mle_s1 (0.5), not mle10_scratchgan
+    assert "| ebm_s0+sir_k4 | mle+sir | 0 | +0.100 |" in gaps  # 8.1 against mle10_s0's 8.0 at test NLL 8.0
+    assert "| ebm_s0+sir_k4 | mle+sir | 0 | +1.100 |" in write_frontier([point], path, reference="mle")[3]
+
+
 @pytest.mark.slow
 def test_distillation_benchmark_runs_every_arm_at_toy_size(tmp_path):
     # benchmarks/distill.py end to end at toy size: teacher, its samples, SeqKD, GAD (online / frozen D),
@@ -337,6 +390,36 @@ def test_distillation_benchmark_runs_every_arm_at_toy_size(tmp_path):
     assert all(math.isfinite(r["teacher_nll"]) and math.isfinite(r["coverage_nll"]) for r in rows)
     assert "reward_mean" in rows[1] and "d_pair_acc" in rows[1] and "d_pair_acc" not in rows[2]
     assert rows[3]["coverage_se"] > 0
+    from distill import signal_trace, trace_markdown
+
+    trace = signal_trace(str(tmp_path / "out"), ["gpt1"])
+    assert [(r["arm"], r["round"]) for r in trace] == [("seqkd+gad", 0), ("seqkd+gad", 1),
+                                                       ("seqkd+gad_frozen_d", 0), ("seqkd+gad_frozen_d", 1)]
+    assert trace[1]["d_pair_acc"] is not None and trace[3]["d_pair_acc"] is None  # frozen D: no D step logged
+    assert "(D warm-up end)" in trace_markdown(trace)
+    from distill import probe, separability
+    from llmgan.run import load_run
+
+    sep = probe(str(tmp_path / "out"), ["gpt1"], n=64)[0]
+    # E over teacher samples of log pT - log pS is KL(T||S) >= 0, over student samples -KL(S||T) <= 0
+    assert sep["lr_real"] > 0 > sep["lr_fake"] and sep["pair_acc"] > 0.5
+    teacher = load_run(str(tmp_path / "out" / "teacher"))
+    real = open(tmp_path / "out" / "teacher_test.txt").read().splitlines()[:8]
+    same = separability(teacher, teacher, real, real[::-1])
+    assert same["pair_acc"] == 0.5 and same["lr_real"] == 0.0  # one model: every log-ratio 0, every pair a tie
+    import json
+
+    import distill_d_warmup
+
+    argv = sys.argv
+    sys.argv = ["distill_d_warmup.py", "--distill-out", str(tmp_path / "out"), "--refreshes", "2", "--d-samples",
+                "16", "--d-epochs", "1", "--max-len", "10", "--out", str(tmp_path / "warm")]
+    try:
+        distill_d_warmup.main()
+    finally:
+        sys.argv = argv
+    recs = [json.loads(x) for x in open(tmp_path / "warm" / "gpt1" / "metrics.jsonl")]
+    assert [r["refresh"] for r in recs if r["phase"] == "d_pretrain"] == [1, 2]  # the longer warm-up, logged
 
 
 @pytest.mark.slow
