@@ -466,7 +466,7 @@ def test_density_ratio_points_merge_into_the_frontier_csv(tmp_path):
     pts = [{"run": "ebm_s0", "algorithm": "mle+sir", "seed": 0, "temperature": 1.0, "method": m, "candidates": k,
             "oracle_nll": 9.5, "test_nll": 8.1} for m, k in (("sir", 8), ("rejection", 64), ("plain", 1))]
     for oracle in (9.5, 9.4):  # the second call replaces the first call's rows
-        _, points, noise, table = write_frontier([{**p, "oracle_nll": oracle} for p in pts], str(path))
+        _, points, noise, table = write_frontier([{**p, "oracle_nll": oracle} for p in pts], str(path), reference="mle")
     back = frontier.read_csv(str(path))
     assert sorted(r["run"] for r in back if r["run"].startswith("ebm")) == ["ebm_s0+rejection", "ebm_s0+sir_k8"]
     assert [r["oracle_nll"] for r in back if r["run"] == "ebm_s0+sir_k8"] == [9.4]
