@@ -236,12 +236,18 @@ def test_sigint_is_honoured_like_sigterm_with_status_130(oracle_path, tmp_path, 
     run_dir = str(tmp_path / "cut")
     tr = Trainer(config_from_dict(cfg), run_dir)
     trig = _Trigger(tr, SIGTERM_POINTS["rollout_batch"], sig=signal.SIGINT)
-    with monkeypatch.context() as m:
-        m.setattr(interrupt, "point", trig.point(interrupt.point))
-        with pytest.raises(SystemExit) as exit_info:
-            tr.run()
-    assert exit_info.value.code == 130 and trig.raised_there
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C behaves as before again
+    # Python's own Ctrl-C handler as the one before the run, whatever this process inherited (a job started
+    # in the background by a shell inherits SIGINT ignored)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(interrupt, "point", trig.point(interrupt.point))
+            with pytest.raises(SystemExit) as exit_info:
+                tr.run()
+        assert exit_info.value.code == 130 and trig.raised_there
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C behaves as before again
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     Trainer(config_from_dict(cfg), run_dir, resume=True).run()
     assert_bitwise_equal(expected, final_tensors(run_dir))
 
