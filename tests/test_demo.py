@@ -77,10 +77,11 @@ def test_estimate_scales_with_the_measured_blocks():
 def test_sigterm_stops_the_demo_with_a_checkpoint_within_seconds(tmp_path):
     """`make demo` given SIGTERM during its SeqGAN stage: the stage checkpoints and the demo exits 143
     within 10 s, with no traceback and no later stage started (the stage then resumes with --resume)."""
-    import signal
     import subprocess
     import sys
     import time
+
+    from signals import signal_and_wait
 
     out = tmp_path / "demo"
     env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src"), "OMP_NUM_THREADS": "1"}
@@ -94,13 +95,10 @@ def test_sigterm_stops_the_demo_with_a_checkpoint_within_seconds(tmp_path):
             assert proc.poll() is None, proc.communicate()
             assert time.time() - t_start < 300, "the SeqGAN stage never started its rounds"
             time.sleep(0.05)
-        t0 = time.time()
-        proc.send_signal(signal.SIGTERM)
-        stdout, err = proc.communicate(timeout=60)
-        elapsed = time.time() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    except BaseException:
+        proc.kill()
+        raise
+    elapsed, err = signal_and_wait(proc)
     assert proc.returncode == 143, err
     assert elapsed < 10, (elapsed, err.strip().splitlines()[-1:])
     assert "stopped on request" in err and "Traceback" not in err

@@ -26,6 +26,7 @@ from llmgan.models.generators.oracle import random_oracle, save_oracle_file
 from llmgan.run import load_run
 from llmgan.training.checkpoint import Checkpointer
 from llmgan.training.engine import Trainer
+from signals import signal_and_wait
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "src")
 
@@ -358,13 +359,10 @@ def test_sigterm_through_the_cli_exits_143_within_10_s_during_a_long_d_step(orac
     try:
         _wait_for(os.path.join(run_dir, "metrics.jsonl"), '"phase": "eval"', proc, count=2)  # MLE is over
         time.sleep(1.0)  # well inside the first D step
-        t0 = time.time()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-        elapsed = time.time() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    except BaseException:
+        proc.kill()
+        raise
+    elapsed, err = signal_and_wait(proc)
     assert proc.returncode == 143, err
     assert elapsed < 10, (elapsed, err.strip().splitlines()[-1:])  # the engine's line says where the time went
     assert "stopped on request" in err and "Traceback" not in err
