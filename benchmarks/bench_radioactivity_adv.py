@@ -112,7 +112,6 @@ def main() -> int:
     from llmgan.models.watermark import Watermark
     from llmgan.run import load_run
     from llmgan.training.data_setup import write_ids
-    from reproduce import cpu_model  # the one /proc/cpuinfo reader of the benchmarks
 
     t0 = time.time()
     os.makedirs(args.out, exist_ok=True)
@@ -230,7 +229,7 @@ def main() -> int:
         "## Watermark radioactivity: adversarial (GAD) vs SFT students of a watermarked teacher", "",
         f"Command: `{meta['command']}`"
         + "".join(f", GAD arms by `{c if c.startswith('python') else 'python ' + c}`" for c in sorted(gad_cmds))
-        + f", scored and written by `{command()}`; machine: {machine()}, CPU {cpu_model()}, shared with other "
+        + f", scored and written by `{command()}`; machine: {machine()}, shared with other "
         "work (wall times are noisy). "
         f"Teacher: the exact SeqGAN oracle sampling {a.n_train} texts of 20 tokens with the watermark (gamma "
         f"0.25, previous-token context, delta {a.delta}) and, for the control, without. Per teacher and seed: "

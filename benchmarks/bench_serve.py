@@ -31,17 +31,6 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def train_run(root: str) -> str:
     from llmgan.config import config_from_dict
     from llmgan.training.engine import Trainer
@@ -160,7 +149,7 @@ def main() -> None:
                        f"{best['p50_ms']:.0f} ms, p99 {base['p99_ms']:.0f} -> {best['p99_ms']:.0f} ms")
 
     lines = ["## Serving: micro-batching under concurrent load", "",
-             f"`{command()}` on {cpu_model()} ({machine()}). **The machine was shared with other jobs while "
+             f"`{command()}` on {machine()}. **The machine was shared with other jobs while "
              f"this ran (1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on "
              f"{os.cpu_count()} cores): timings are noisy; compare arms within one run, not across runs.**", "",
              f"The real server (uvicorn on 127.0.0.1, `--threads 1`) on a word-level LSTM (embed 32, hidden 64); "

@@ -276,12 +276,6 @@ def train_coco(data: str, out: str, mle_epochs: int, ebm_rounds: int, d_samples:
     return ebm
 
 
-def _cpu() -> str:
-    from reproduce import cpu_model  # the one /proc/cpuinfo reader of the benchmarks
-
-    return cpu_model()
-
-
 def read_rows(paths: list[str]) -> list[dict]:
     """Rows of earlier ``--out`` CSVs, numbers as numbers (empty cells as None)."""
     rows = []
@@ -370,7 +364,7 @@ def main() -> None:
     from _doc import command, machine, update_section
 
     cmd = command().replace(a.note, "TEXT") if a.note else command()  # the note is printed below, not twice
-    where = (f"Command: `{cmd}`; machine: {machine()}, CPU {_cpu()}, **machine shared** with other jobs "
+    where = (f"Command: `{cmd}`; machine: {machine()}, **machine shared** with other jobs "
              f"(wall times are noisy); " + (f"{wall_min:.1f} min in all." if not a.from_csv else
              "the tables are the rows of earlier invocations (their commands are below), not re-sampled."))
     if a.coco:

@@ -318,12 +318,6 @@ def read_rows(path: str) -> list[dict]:
                  for k, v in r.items()} for r in csv.DictReader(f)]
 
 
-def _cpu() -> str:
-    from reproduce import cpu_model  # the one /proc/cpuinfo reader of the benchmarks
-
-    return cpu_model()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=DATA)
@@ -398,7 +392,7 @@ def main() -> None:
         w.writerows(rows)
     from _doc import command, machine
 
-    note = (f"Command: `{command()}`; machine: {machine()}, CPU {_cpu()}, **machine shared** with other "
+    note = (f"Command: `{command()}`; machine: {machine()}, **machine shared** with other "
             f"jobs; {(time.perf_counter() - t0) / 60:.1f} min in all." + (f"\n\n{a.note}" if a.note else ""))
     body = _section(rows, signal_trace(a.out, a.students.split(",")), note)
     print(body)

@@ -154,7 +154,7 @@ def main() -> int:
         mle_note = f"; seed {seeds[0]} is the run {a.mle_run}" if a.mle_run else ""
         body = f"""## Oracle frontier: every algorithm against temperature-tuned MLE
 
-Command: `{command()}`; machine: {machine()}, CPU {_cpu()}, shared with other jobs (timings noisy).
+Command: `{command()}`; machine: {machine()}, shared with other jobs (timings noisy).
 MLE: {a.mle_epochs} epochs per seed (seeds {a.seeds}{mle_note}); each adversarial run starts from MLE seed 0 (LeakGAN
 from scratch) and is stopped after {a.budget_min} min of wall time (wall minutes: {json.dumps(meta)});
 cuts for one-minute rounds: {cuts}. Each point: {a.n_samples} samples at one temperature (same sampling
@@ -180,12 +180,6 @@ def _records(run_dir: str) -> list[dict]:
 
 def _finished(run_dir: str) -> bool:
     return any(r.get("phase") == "final" for r in _records(run_dir))
-
-
-def _cpu() -> str:
-    from reproduce import cpu_model
-
-    return cpu_model()
 
 
 if __name__ == "__main__":

@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 
+from _doc import cpu_model
 from llmgan.fileio import read_jsonl_records
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -83,18 +83,6 @@ SCHEDULES: dict[str, Schedule] = {
         "RelGAN's lstm_vanilla jobs: LSTM generator (hidden 32) under RelGAN's schedule, Tmax 1",
         mle_epochs=150, rounds=3000),
 }
-
-
-def cpu_model() -> str:
-    """The CPU's model name (what lscpu prints), for every result line: timings depend on it."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def train_command(name: str, run_dir: str, threads: int, device: str, seed: int,

@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 
 import torch  # noqa: E402
 
+from _doc import cpu_isa, cpu_model, update_section  # noqa: E402
 from llmgan import interrupt  # noqa: E402
 from llmgan.config import load_config  # noqa: E402
 from llmgan.training.engine import Trainer  # noqa: E402
@@ -287,18 +288,10 @@ def part_cli() -> list[dict]:
     return results
 
 
-def _cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
-
-
 def render(gaps: list[dict] | None, cli: list[dict] | None) -> str:
-    lines = [f"Measured by `python benchmarks/sigterm_latency.py` on {_cpu()}, {os.cpu_count()} cores, "
-             f"1 torch thread, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; the machine was shared "
-             "with other jobs, so wall times are noisy (CPU seconds are not).", ""]
+    lines = [f"Measured by `python benchmarks/sigterm_latency.py` on {cpu_model()} ({cpu_isa()}), "
+             f"{os.cpu_count()} cores, 1 torch thread, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; "
+             "the machine was shared with other jobs, so wall times are noisy (CPU seconds are not).", ""]
     if gaps:
         lines += ["Longest wait between a signal and the next moment a stop can be taken, per phase "
                   "(in-process, wall / CPU seconds of this process):", "",
@@ -321,16 +314,6 @@ def render(gaps: list[dict] | None, cli: list[dict] | None) -> str:
             where = {True: "yes", False: "**no** (the phase ended first)", None: "not checked"}[r.get("in_phase")]
             lines.append(f"| {r['case']} | {where} | {r['returncode']} | {r['exit_s']:.2f} | {r['engine']} |")
     return "\n".join(lines)
-
-
-def write_doc(body: str) -> None:
-    text = open(DOC, encoding="utf-8").read()
-    block = f"<!-- BEGIN sigterm-latency -->\n{body.strip()}\n<!-- END sigterm-latency -->"
-    pattern = re.compile(r"<!-- BEGIN sigterm-latency -->.*?<!-- END sigterm-latency -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    with open(DOC + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(DOC + ".tmp", DOC)
 
 
 def main() -> int:
@@ -358,7 +341,7 @@ def main() -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"gaps": gaps, "cli": cli}, f, indent=1)
     if args.write_doc:
-        write_doc(body)
+        update_section("sigterm-latency", body, DOC)
     ok = all(r["returncode"] == 143 and r["exit_s"] < 10 and r.get("in_phase") is not False for r in cli or [])
     return 0 if ok else 1
 
