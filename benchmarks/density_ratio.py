@@ -214,10 +214,7 @@ def write_frontier(rows: list[dict], path: str = FRONTIER_CSV, reference: str = 
 
     points = [{**r, "run": frontier_name(r)} for r in rows if r["method"] != "plain"
               and math.isfinite(float(r.get("oracle_nll", float("nan"))))]
-    old = frontier.read_csv(path) if os.path.isfile(path) else []
-    names = {p["run"] for p in points}
-    merged = [r for r in old if r["run"] not in names] + points
-    frontier.write_csv(merged, path)
+    merged = frontier.merge_csv(points, path)
     ref = [r for r in merged if r["run"] == f"{reference}_s0"]
     if not ref:
         from llmgan.errors import ConfigError

@@ -145,7 +145,7 @@ def main() -> int:
         from _doc import command, machine, update_section
 
         os.makedirs(os.path.dirname(CSV), exist_ok=True)
-        frontier.write_csv(rows, CSV)
+        frontier.merge_csv(rows, CSV)  # other benchmarks' points (density_ratio.py, seqgan_sir.sh) stay
         os.makedirs(os.path.dirname(PNG), exist_ok=True)
         frontier.plot_frontier(ref, others, PNG, title=f"Oracle frontier ({a.n_samples} samples per point; "
                                f"MLE {a.mle_epochs} epochs; adversarial runs {a.budget_min} min each)")

@@ -326,6 +326,36 @@ def test_kill_9_at_seeded_random_moments_resumes_to_the_same_weights(oracle_path
     assert_same_metrics(reference_run.run_dir("seqgan"), run_dir)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_kill_9_in_d_pretraining_loses_at_most_checkpoint_every_refreshes(oracle_path, tmp_path, reference_run):
+    # a D pre-training refresh of the paper's schedule is minutes of CPU; with checkpoint_every 1 a kill
+    # in the 2nd refresh must fall back to the end of the 1st, not to the end of MLE
+    expected, _ = reference_run("seqgan")
+    cfg = fault_config(oracle_path)
+    run_dir = str(tmp_path / "killed")
+    pid = os.fork()
+    if pid == 0:  # child: SIGKILLs itself as the 2nd refresh starts; never returns into pytest
+        sub_step = Trainer.sub_step
+
+        def kill_in_second_refresh(tr, fn):
+            if tr.state["phase"] == "d_pretrain" and tr.state["d_pretrain"] == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return sub_step(tr, fn)
+
+        Trainer.sub_step = kill_in_second_refresh
+        try:
+            Trainer(config_from_dict(cfg), run_dir).run()
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    with open(os.path.join(Checkpointer(run_dir).latest(), "state.json")) as f:
+        state = json.load(f)["state"]
+    assert (state["phase"], state["d_pretrain"]) == ("d_pretrain", 1)
+    Trainer(config_from_dict(cfg), run_dir, resume=True).run()
+    assert_bitwise_equal(expected, final_tensors(run_dir))
+
+
 # ------------------------------------------------------------------------------------- real signals
 def _train_command(cfg_path: str, run_dir: str) -> list[str]:
     return [sys.executable, "-m", "llmgan.cli", "train", cfg_path, "--out", run_dir, "--threads", "1"]

@@ -9,6 +9,7 @@ from llmgan.frontier import (
     frontier_gaps,
     gap_markdown,
     interpolate,
+    merge_csv,
     pareto_curve,
     read_csv,
     summarise,
@@ -73,3 +74,16 @@ def test_csv_round_trip_and_bad_columns(tmp_path):
     (tmp_path / "bad.csv").write_text("run,temperature\nx,1\n")
     with pytest.raises(ConfigError, match="missing column"):
         read_csv(str(tmp_path / "bad.csv"))
+
+
+def test_merge_csv_replaces_only_the_runs_it_is_given(tmp_path):
+    # several benchmarks write into one oracle_frontier.csv: re-running one must not drop the others' rows
+    p = str(tmp_path / "f.csv")
+    point = {"algorithm": "x", "seed": 0, "temperature": 1.0, "test_nll": 8.0}
+    write_csv([{**point, "run": "a", "oracle_nll": 1.0}, {**point, "run": "b", "oracle_nll": 2.0},
+               {**point, "run": "b", "oracle_nll": 2.5}], p)
+    merged = merge_csv([{**point, "run": "b", "oracle_nll": 3.0}, {**point, "run": "c", "oracle_nll": 4.0}], p)
+    back = read_csv(p)
+    assert [(r["run"], r["oracle_nll"]) for r in back] == [("a", 1.0), ("b", 3.0), ("c", 4.0)]
+    assert [r["run"] for r in merged] == ["a", "b", "c"]
+    assert [r["run"] for r in merge_csv([{**point, "run": "a", "oracle_nll": 5.0}], str(tmp_path / "new.csv"))] == ["a"]

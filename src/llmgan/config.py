@@ -103,7 +103,7 @@ class AdversarialConfig:
     d_lr: float = 1e-4  # discriminator learning rate (SeqGAN: Adam 1e-4)
     loss: str = "vanilla"  # GAN loss: vanilla | nonsaturating | wgan | wgan_gp | hinge | lsgan | rsgan | ragan
     eval_every: int = 5  # evaluate every this many rounds
-    checkpoint_every: int = 5  # checkpoint every this many rounds
+    checkpoint_every: int = 5  # checkpoint every this many rounds (and D pre-training refreshes)
     mle_steps_per_round: int = 0  # teacher-forcing MLE updates interleaved each round (0: none)
     params: dict[str, Any] = dc_field(default_factory=dict)  # the algorithm's own config (see algorithms/<name>.py)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import csv
 import math
+import os
 from collections.abc import Sequence
 
 from llmgan.errors import ConfigError
@@ -115,6 +116,16 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
         for r in rows:
             w.writerow({k: (f"{r[k]:.4f}" if isinstance(r[k], float) and k != "temperature" else r[k])
                         for k in CSV_FIELDS})
+
+
+def merge_csv(rows: Sequence[dict], path: str) -> list[dict]:
+    """Write ``rows`` into the CSV at ``path``, replacing the rows of the runs they name and keeping every
+    other run's (several benchmarks write points into one file); returns the merged rows."""
+    names = {r["run"] for r in rows}
+    old = read_csv(path) if os.path.isfile(path) else []
+    merged = [r for r in old if r["run"] not in names] + list(rows)
+    write_csv(merged, path)
+    return merged
 
 
 def _f(v, signed: bool = False) -> str:

@@ -155,6 +155,8 @@ def adversarial_phases(tr: Trainer) -> None:
                 if st["d_pretrain"] % 10 == 0 or st["d_pretrain"] == a.d_pretrain_steps:
                     info(f"[d_pretrain {st['d_pretrain']}/{a.d_pretrain_steps}] "
                          + ", ".join(f"{k} {v:.3f}" for k, v in stats.items()))
+                # a refresh of the paper's schedules is minutes of CPU: a crash loses at most checkpoint_every
+                if st["d_pretrain"] % a.checkpoint_every == 0 and st["d_pretrain"] < a.d_pretrain_steps:
                     tr.save()
         st["phase"] = "adversarial"
         tr.save()
