@@ -84,6 +84,10 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--run", action="append", default=[], metavar="NAME=RUN_DIR", help="another run to place")
     p.add_argument("--reuse", action="store_true", help="keep runs already in --out")
+    p.add_argument("--only", default=None, metavar="NAMES",
+                   help="sweep only these runs (comma-separated names); the others' points are read back from "
+                        "oracle_frontier.csv, where an earlier invocation wrote them at the same temperatures "
+                        "(checked) and --n-samples (the CSV does not record it: keep it the same)")
     p.add_argument("--write", action="store_true")
     a = p.parse_args()
     from llmgan import frontier
@@ -129,8 +133,18 @@ def main() -> int:
     for spec in a.run:
         name, _, d = spec.partition("=")
         runs.append((name, name.split("_")[0], 0, d))
+    only = set(a.only.split(",")) if a.only else None
+    if only and not only <= {r[0] for r in runs}:
+        p.error(f"--only: no run named {', '.join(sorted(only - {r[0] for r in runs}))}")
+    earlier = frontier.read_csv(CSV) if only and os.path.isfile(CSV) else []
     rows = []
     for name, algo, seed, d in runs:
+        if only and name not in only:
+            kept = [r for r in earlier if r["run"] == name]
+            if sorted(r["temperature"] for r in kept) != sorted(temps):
+                p.error(f"--only: {CSV} has no points of {name} at temperatures {a.temperatures}: sweep it too")
+            rows += kept
+            continue
         for r in sweep([d], temps, n_samples=a.n_samples, seed=0):
             rows.append({"run": name, "algorithm": algo, "seed": seed, "temperature": r["temperature"],
                          "oracle_nll": r["oracle_nll"], "test_nll": r["test_nll"]})
@@ -152,13 +166,15 @@ def main() -> int:
         meta = {os.path.basename(d): round(w / 60, 1) for d, w in walls.items()} or "none trained here (--reuse)"
         cuts = "; ".join(f"{k}: {', '.join(v)}" for k, v in SHORT.items() if k in a.algorithms.split(",")) or "none"
         mle_note = f"; seed {seeds[0]} is the run {a.mle_run}" if a.mle_run else ""
+        swept_note = (f" Swept by this command: {', '.join(sorted(only))}; the other runs' points are those an "
+                      "earlier invocation wrote to the CSV at the same temperatures and sample count.") if only else ""
         body = f"""## Oracle frontier: every algorithm against temperature-tuned MLE
 
 Command: `{command()}`; machine: {machine()}, shared with other jobs (timings noisy).
 MLE: {a.mle_epochs} epochs per seed (seeds {a.seeds}{mle_note}); each adversarial run starts from MLE seed 0 (LeakGAN
 from scratch) and is stopped after {a.budget_min} min of wall time (wall minutes: {json.dumps(meta)});
 cuts for one-minute rounds: {cuts}. Each point: {a.n_samples} samples at one temperature (same sampling
-seed at every temperature). Points: `benchmarks/results/oracle_frontier.csv`.
+seed at every temperature). Points: `benchmarks/results/oracle_frontier.csv`.{swept_note}
 
 Gap = the run's NLL_oracle minus MLE seed 0's Pareto curve at the same NLL_test (negative: better than
 temperature-tuned MLE); "outside" = its NLL_test lies outside MLE's range. Seed-noise band: ±{noise:.3f}
