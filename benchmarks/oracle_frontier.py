@@ -134,8 +134,9 @@ def main() -> int:
         name, _, d = spec.partition("=")
         runs.append((name, name.split("_")[0], 0, d))
     only = set(a.only.split(",")) if a.only else None
-    if only and not only <= {r[0] for r in runs}:
-        p.error(f"--only: no run named {', '.join(sorted(only - {r[0] for r in runs}))}")
+    unknown = sorted(only - {r[0] for r in runs}) if only else []
+    if unknown:
+        p.error(f"--only: no run named {', '.join(unknown)}")
     earlier = frontier.read_csv(CSV) if only and os.path.isfile(CSV) else []
     rows = []
     for name, algo, seed, d in runs:
