@@ -98,7 +98,7 @@ def test_nan_on_one_rank_stops_every_rank_with_one_line(tmp_path):
     assert proc.returncode != 0
     assert elapsed < 60, f"took {elapsed:.0f}s"
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("llmgan: error:")]
-    # both ranks print the same one-line error naming rank 1; no traceback
+    # each rank prints one whole line naming rank 1 (the bad rank gives the value); no traceback
     assert len(lines) == 2, proc.stderr[-3000:]
     assert all("MLE loss became" in ln and "on rank 1" in ln for ln in lines), lines
     # torchrun's launcher reports the failed children with its own traceback; none of it is ours

@@ -100,3 +100,24 @@ def test_metrics_orders_reach_self_bleu_5(files, capsys):
     assert "self_bleu_2" not in out and "bleu_2" not in out
     _one_line_error(capsys, ["metrics", "--samples", gen, "--metrics", "self_bleu", "--orders", "4,x"], "--orders")
     _one_line_error(capsys, ["metrics", "--samples", gen, "--metrics", "self_bleu", "--orders", "0,9"], "from 1 to 8")
+
+
+def test_error_line_is_one_write(tmp_path, monkeypatch):
+    """Under torchrun every rank writes to one pipe: an error line written in two pieces (print's text,
+    then its newline) lets another rank's line land between them, so it must be one write."""
+    import sys
+
+    writes: list[str] = []
+
+    class Recorder:
+        def write(self, s: str) -> int:
+            writes.append(s)
+            return len(s)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    assert main(["metrics", "--samples", str(tmp_path / "nope.txt"), "--references", str(tmp_path / "r.txt")]) == 2
+    errors = [w for w in writes if "llmgan: error:" in w]
+    assert len(errors) == 1 and errors[0].endswith("\n") and errors[0].count("\n") == 1, writes

@@ -441,11 +441,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LLMGanError as e:
-        print(f"llmgan: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        _print_line(f"llmgan: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         return 2
     except KeyboardInterrupt:
-        print("llmgan: interrupted", file=sys.stderr)
+        _print_line("llmgan: interrupted")
         return 130
+
+
+def _print_line(line: str) -> None:
+    """Write ``line`` to stderr in ONE write: a piped stderr is unbuffered, so print() makes two writes
+    (the text, then the newline), and under torchrun, where every rank shares the launcher's pipe,
+    another rank's error line lands between them (seen in CI: two errors glued on one line)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def exit_after(code_or_stop) -> None:
